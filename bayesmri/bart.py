@@ -1,0 +1,101 @@
+"""BART interoperability: ``.cfl``/``.hdr`` files and a thin wrapper around the ``bart`` binary.
+
+BART stores complex64 arrays column-major (Fortran order) with the dimensions listed in a text header;
+its first dimensions are READ, PHS1, PHS2, COIL, MAPS, ... . :func:`readcfl` and :func:`writecfl`
+convert between those files and numpy arrays with the same index order as BART (``a[read, phs1, ...]``).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["readcfl", "writecfl", "bart_available", "bart", "BartError"]
+
+
+class BartError(RuntimeError):
+    """The ``bart`` binary is missing or a command failed."""
+
+
+def _base(name) -> str:
+    name = str(name)
+    for ext in (".cfl", ".hdr"):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def readcfl(name) -> np.ndarray:
+    """Read ``name.cfl``/``name.hdr`` into a complex64 array (BART dimension order, trailing 1s dropped)."""
+    base = _base(name)
+    hdr = Path(base + ".hdr")
+    if not hdr.exists():
+        raise FileNotFoundError(f"{hdr}: BART header not found")
+    lines = [ln for ln in hdr.read_text().splitlines() if ln and not ln.startswith("#")]
+    if not lines:
+        raise ValueError(f"{hdr}: header has no dimension line")
+    dims = [int(d) for d in lines[0].split()]
+    n = int(np.prod(dims))
+    data = np.fromfile(base + ".cfl", dtype=np.complex64)
+    if data.size != n:
+        raise ValueError(f"{base}.cfl: expected {n} complex values for dims {dims}, found {data.size}")
+    while len(dims) > 1 and dims[-1] == 1:
+        dims.pop()
+    return data.reshape(dims, order="F")
+
+
+def writecfl(name, array) -> None:
+    """Write ``array`` to ``name.cfl``/``name.hdr`` (complex64, column-major), atomically."""
+    base = _base(name)
+    a = np.asarray(array, dtype=np.complex64)
+    dims = list(a.shape) + [1] * max(0, 16 - a.ndim)
+    tmp_cfl, tmp_hdr = base + ".cfl.tmp", base + ".hdr.tmp"
+    with open(tmp_hdr, "w") as f:
+        f.write("# Dimensions\n" + " ".join(str(d) for d in dims) + "\n")
+    a.ravel(order="F").tofile(tmp_cfl)
+    os.replace(tmp_cfl, base + ".cfl")
+    os.replace(tmp_hdr, base + ".hdr")
+
+
+def bart_available() -> bool:
+    """True if a ``bart`` executable is on ``PATH``."""
+    return shutil.which("bart") is not None
+
+
+def bart(command: str, *inputs: np.ndarray, n_outputs: int = 1, timeout: float | None = 600):
+    """Run ``bart <command> in_0 ... out_0 ...`` on numpy arrays and return the outputs.
+
+    Parameters
+    ----------
+    command : str
+        BART tool and options, e.g. ``"ecalib -m1 -r 24"``.
+    *inputs : ndarray
+        Input arrays in BART dimension order.
+    n_outputs : int
+        Number of output files the tool writes.
+
+    Returns
+    -------
+    ndarray or tuple of ndarray
+    """
+    exe = shutil.which("bart")
+    if exe is None:
+        raise BartError("the 'bart' binary is not installed (Debian: apt-get install bart)")
+    with tempfile.TemporaryDirectory(prefix="bayesmri_bart_") as tmp:
+        in_names = []
+        for i, a in enumerate(inputs):
+            p = os.path.join(tmp, f"in{i}")
+            writecfl(p, a)
+            in_names.append(p)
+        out_names = [os.path.join(tmp, f"out{i}") for i in range(n_outputs)]
+        args = [exe, *command.split(), *in_names, *out_names]
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+        if proc.returncode != 0:
+            raise BartError(f"bart {command} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+        outs = tuple(readcfl(p) for p in out_names)
+    return outs[0] if n_outputs == 1 else outs
