@@ -14,3 +14,7 @@ __all__ = [
     "CoilImageMRI",
     "as_mask4d",
 ]
+
+from .masks import MASK_PATTERNS, acceleration_of, make_mask, seed_from_name
+
+__all__ += ["MASK_PATTERNS", "acceleration_of", "make_mask", "seed_from_name"]

@@ -1,0 +1,343 @@
+"""Files people open: PNG figures, NIfTI stacks, ``.npz`` / ``.h5`` arrays and JSON.
+
+Every writer is atomic: it writes to a temporary file in the destination folder and renames it over
+the target only once the write has succeeded, so an interrupted or failed run never leaves a half
+written file behind (a failed write leaves no file at all).
+
+Array conventions
+-----------------
+- A *slice* is ``(H, W)``; a *stack* of slices is ``(S, H, W)`` (slice first, as everywhere in
+  bayesmri). Complex input is accepted; images are shown as magnitude.
+- NIfTI stores the stack as ``(H, W, S)`` (in-plane axes first, slices last, the usual NIfTI
+  convention), :func:`load_nifti` turns it back into ``(S, H, W)``.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+
+__all__ = [
+    "atomic_path",
+    "atomic_dir",
+    "to_numpy",
+    "save_png",
+    "save_image_grid",
+    "save_nifti",
+    "load_nifti",
+    "save_npz",
+    "load_npz",
+    "save_h5",
+    "load_h5",
+    "save_json",
+    "load_json",
+    "png_bytes",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# atomic writes
+# --------------------------------------------------------------------------------------------------
+def _suffixes(path: Path) -> str:
+    # keep the full extension (".nii.gz") so libraries that pick the format by name still work
+    name = path.name
+    for ext in (".nii.gz", ".tar.gz"):
+        if name.endswith(ext):
+            return ext
+    return path.suffix
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
+
+    The temporary file has the same extension as ``path`` (so format detection by name works) and
+    is removed if the block raises. The parent folder is created if needed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + _suffixes(path), dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``path``; move its contents into ``path`` on success.
+
+    Used by commands that write several files: if anything fails, the staging folder is deleted
+    and ``path`` is left as it was (not even created). On success each top-level entry replaces
+    the entry of the same name in ``path``; other files already in ``path`` are kept.
+    """
+    import shutil
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"output path {path} exists and is not a folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield stage
+        path.mkdir(exist_ok=True)
+        for entry in sorted(stage.iterdir()):
+            dest = path / entry.name
+            if dest.is_dir() and not dest.is_symlink():
+                shutil.rmtree(dest)
+            os.replace(entry, dest)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def to_numpy(x) -> np.ndarray:
+    """Convert a torch tensor or array-like to a NumPy array (detached, on the CPU)."""
+    try:
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            return x.detach().cpu().resolve_conj().numpy()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    return np.asarray(x)
+
+
+def _as_slice(image, name: str = "image") -> np.ndarray:
+    a = to_numpy(image)
+    a = np.squeeze(a) if a.ndim > 2 else a
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D slice (H, W), got shape {tuple(to_numpy(image).shape)}")
+    if np.iscomplexobj(a):
+        a = np.abs(a)
+    a = a.astype(np.float64)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contains non-finite values")
+    return a
+
+
+# --------------------------------------------------------------------------------------------------
+# PNG
+# --------------------------------------------------------------------------------------------------
+def _figure(rows: int, cols: int, tile: float):
+    # The Agg canvas attached explicitly: no pyplot, so no global backend switch and no GUI.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(tile * cols, tile * rows), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _draw(ax, img: np.ndarray, title, cmap, vmin, vmax, colorbar: bool):
+    im = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+    if colorbar:
+        ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+
+
+def _save_fig(fig, path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
+    return Path(path)
+
+
+def save_png(
+    path,
+    image,
+    *,
+    title: str | None = None,
+    cmap: str = "gray",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    colorbar: bool = False,
+) -> Path:
+    """Write one 2-D slice (magnitude if complex) as a PNG figure.
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination ``.png``.
+    image : array-like or Tensor ``(H, W)`` (singleton axes are squeezed), real or complex.
+    title, cmap, vmin, vmax, colorbar
+        Matplotlib display options; ``vmin/vmax`` default to the image range.
+    """
+    img = _as_slice(image)
+    fig = _figure(1, 1, 3.2 if colorbar else 3.0)
+    _draw(fig.add_subplot(1, 1, 1), img, title, cmap, vmin, vmax, colorbar)
+    return _save_fig(fig, path)
+
+
+def save_image_grid(
+    path,
+    images: Sequence,
+    titles: Sequence[str] | None = None,
+    *,
+    ncols: int | None = None,
+    cmap: str = "gray",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    colorbar: bool = False,
+) -> Path:
+    """Write several 2-D slices side by side (shared display range unless ``vmin/vmax`` are None
+    and the images differ; pass them to compare images on one scale)."""
+    if len(images) == 0:
+        raise ValueError("images must not be empty")
+    if titles is not None and len(titles) != len(images):
+        raise ValueError(f"got {len(titles)} titles for {len(images)} images")
+    imgs = [_as_slice(im, f"images[{i}]") for i, im in enumerate(images)]
+    ncols = ncols or min(len(imgs), 6)
+    nrows = math.ceil(len(imgs) / ncols)
+    fig = _figure(nrows, ncols, 2.6)
+    for i, img in enumerate(imgs):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        _draw(ax, img, titles[i] if titles else None, cmap, vmin, vmax, colorbar)
+    return _save_fig(fig, path)
+
+
+def png_bytes(path) -> bytes:
+    """Read a PNG file and check its signature (used to inline images in HTML reports)."""
+    data = Path(path).read_bytes()
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise ValueError(f"{path} is not a PNG file")
+    return data
+
+
+# --------------------------------------------------------------------------------------------------
+# NIfTI
+# --------------------------------------------------------------------------------------------------
+def save_nifti(path, stack, *, voxel_size: Sequence[float] = (1.0, 1.0, 1.0), magnitude: bool = False) -> Path:
+    """Write a stack of slices ``(S, H, W)`` (or one slice ``(H, W)``) as NIfTI-1.
+
+    Complex data is stored as NIfTI complex64 unless ``magnitude=True``; real data as float32.
+    The file stores ``(H, W, S)`` with a diagonal affine of ``voxel_size`` (mm).
+    ``path`` should end in ``.nii`` or ``.nii.gz``.
+    """
+    import nibabel as nib
+
+    name = str(path)
+    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+        raise ValueError(f"NIfTI path must end in .nii or .nii.gz, got {name!r}")
+    a = to_numpy(stack)
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim != 3:
+        raise ValueError(f"stack must have shape (S, H, W) or (H, W), got {tuple(a.shape)}")
+    if np.iscomplexobj(a):
+        a = np.abs(a).astype(np.float32) if magnitude else a.astype(np.complex64)
+    else:
+        a = a.astype(np.float32)
+    if not np.isfinite(a).all():
+        raise ValueError("stack contains non-finite values")
+    vol = np.ascontiguousarray(np.moveaxis(a, 0, -1))  # (H, W, S)
+    affine = np.diag([float(v) for v in voxel_size] + [1.0])
+    img = nib.Nifti1Image(vol, affine)
+    img.header.set_xyzt_units("mm")
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return Path(path)
+
+
+def load_nifti(path) -> np.ndarray:
+    """Read a NIfTI written by :func:`save_nifti` back as ``(S, H, W)``."""
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    vol = np.asarray(img.dataobj)
+    if vol.ndim == 2:
+        vol = vol[..., None]
+    return np.moveaxis(vol, -1, 0)
+
+
+# --------------------------------------------------------------------------------------------------
+# npz / h5 / json
+# --------------------------------------------------------------------------------------------------
+def _arrays(arrays: Mapping) -> dict[str, np.ndarray]:
+    out = {}
+    for k, v in arrays.items():
+        if v is None:
+            continue
+        if not isinstance(k, str) or not k:
+            raise ValueError(f"array names must be non-empty strings, got {k!r}")
+        out[k] = to_numpy(v)
+    return out
+
+
+def save_npz(path, **arrays) -> Path:
+    """Write named arrays (tensors allowed, ``None`` skipped) to a compressed ``.npz``."""
+    if not str(path).endswith(".npz"):
+        raise ValueError(f"npz path must end in .npz, got {str(path)!r}")
+    data = _arrays(arrays)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:  # a file object stops numpy from appending another ".npz"
+            np.savez_compressed(f, **data)
+    return Path(path)
+
+
+def load_npz(path) -> dict[str, np.ndarray]:
+    """Read every array of an ``.npz`` (pickles refused)."""
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def save_h5(path, arrays: Mapping, attrs: Mapping | None = None) -> Path:
+    """Write named arrays as gzip-compressed HDF5 datasets, plus scalar/string file attributes."""
+    import h5py
+
+    data = _arrays(arrays)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            for k, v in data.items():
+                if v.ndim == 0:
+                    f.create_dataset(k, data=v)
+                else:
+                    f.create_dataset(k, data=v, compression="gzip", compression_opts=4)
+            for k, v in (attrs or {}).items():
+                if v is not None:
+                    f.attrs[k] = v
+    return Path(path)
+
+
+def load_h5(path) -> tuple[dict[str, np.ndarray], dict]:
+    """Read every top-level dataset and attribute of an HDF5 file written by :func:`save_h5`."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        arrays = {k: f[k][()] for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+        attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+    return arrays, attrs
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"object of type {type(o).__name__} is not JSON serialisable")
+
+
+def save_json(path, obj) -> Path:
+    """Write ``obj`` as indented JSON (NaN/Inf refused: the schema has none)."""
+    text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default, allow_nan=False)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text + "\n")
+    return Path(path)
+
+
+def load_json(path):
+    return json.loads(Path(path).read_text())

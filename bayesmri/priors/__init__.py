@@ -1,0 +1,4 @@
+"""Priors: analytic ones with exact scores (this package) and learned ones (score networks)."""
+from .analytic import DenseOperator, GaussianMixturePrior, GaussianPrior, StationaryGaussianPrior
+
+__all__ = ["DenseOperator", "GaussianMixturePrior", "GaussianPrior", "StationaryGaussianPrior"]

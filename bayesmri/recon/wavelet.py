@@ -1,0 +1,151 @@
+"""l1-wavelet regularised SENSE by (monotone) FISTA.
+
+Problem (complex images ``x: (B, H, W)``, any linear forward model ``A``)::
+
+    min_x  0.5 ||A x - y||^2 + lam * sum |detail coefficients of W x|
+
+``W`` is an orthogonal 2-D wavelet transform (:class:`bayesmri.recon.prox.WaveletTransform`, ptwt
+boundary wavelets) applied to real and imaginary parts; the coarsest approximation band is not
+penalised (as in BART's ``pics -R W``), and the l1 norm is taken on complex magnitudes. Because ``W`` is
+orthogonal the prox is exact: ``W^T soft(W x, t)``.
+
+Algorithm: FISTA (Beck & Teboulle 2009) with step ``1 / ||A||^2`` (power iteration), by default in
+its monotone form MFISTA (Beck & Teboulle 2009b, eq. 5.1): the iterate is the better of the new prox
+point and the previous iterate, so the objective never increases, at the cost of one extra ``A`` per
+iteration. Optional cycle spinning (``random_shift=True``, as BART does): the image is circularly
+shifted by a random offset in ``[0, 2**level)`` per axis before each prox, which removes the blocky
+artefacts of a fixed wavelet grid; the objective then changes every iteration, so this mode runs
+plain FISTA and is not monotone. It is the default because it is far better in PSNR (see the
+``random_shift`` parameter); ``random_shift=False`` minimises the stated objective exactly.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .._validate import as_generator
+from ..physics.linop import LinearOperator, cdot
+from .basic import _check_iters, _check_positive, check_recon_inputs, iterate
+from .prox import WaveletTransform, soft_threshold
+
+__all__ = ["l1_wavelet_recon", "l1_wavelet_objective"]
+
+
+def l1_wavelet_objective(
+    op: LinearOperator, y: torch.Tensor, x: torch.Tensor, lam: float, wavelet: WaveletTransform
+) -> torch.Tensor:
+    """``0.5 ||A x - y||^2 + lam ||detail(W x)||_1`` per batch entry, shape ``(B,)`` (real)."""
+    r = op.A(x) - y
+    return 0.5 * cdot(r, r).real + lam * wavelet.detail_l1(x)
+
+
+@torch.no_grad()
+def l1_wavelet_recon(
+    op: LinearOperator,
+    y: torch.Tensor,
+    lam: float,
+    wavelet: str = "db4",
+    level: int | None = None,
+    max_iter: int = 100,
+    monotone: bool = True,
+    random_shift: bool = True,
+    generator=0,
+    step: float | None = None,
+    x0: torch.Tensor | None = None,
+    progress: bool = False,
+    callback: Callable[[int, torch.Tensor], None] | None = None,
+) -> torch.Tensor:
+    """l1-wavelet regularised reconstruction by (M)FISTA (see the module docstring).
+
+    Parameters
+    ----------
+    op : LinearOperator
+        Forward model ``A`` (image ``(B, H, W)`` -> measurements ``(B, *op.range_shape)``).
+    y : Tensor ``(B, *op.range_shape)`` complex
+        Measurements; ``lam`` is in the units of ``y`` (no internal rescaling).
+    lam : float, >= 0
+        Weight of the l1 norm of the detail coefficients.
+    wavelet : str
+        Orthogonal PyWavelets wavelet name.
+    level : int, optional
+        Decomposition depth (default: deepest orthogonal level, see :class:`WaveletTransform`).
+    max_iter : int
+        FISTA iterations.
+    monotone : bool
+        MFISTA (objective never increases). Ignored (plain FISTA) when ``random_shift`` is on.
+    random_shift : bool
+        Cycle spinning: random circular shift of the wavelet grid at every iteration (BART's default
+        too). On by default because it is much better in image quality: on the 128x128 BART phantom
+        at R=4, db4, 100 iterations, 42.7-43.0 dB PSNR with shifts versus 36.6-38.4 dB without. Set
+        it to False to minimise the fixed objective (e.g. to check convergence).
+    generator : torch.Generator or int, optional
+        Randomness of the shifts (default: seed 0, so results are reproducible).
+    step : float, optional
+        Gradient step; default ``1 / ||A||^2`` with ``||A||^2`` from :meth:`LinearOperator.compute_norm`
+        (enlarged by 1% against power-iteration underestimates).
+    x0 : Tensor ``(B, H, W)``, optional
+        Initial image (default ``A^H y``).
+    progress : bool
+        tqdm bar over iterations.
+    callback : callable ``(iteration, x)``, optional
+        Called after every iteration with the current image.
+
+    Returns
+    -------
+    Tensor ``(B, H, W)`` complex.
+    """
+    check_recon_inputs(op, y)
+    lam = _check_positive(lam, "lam")
+    _check_iters(max_iter)
+    if step is None:
+        step = 1.0 / (1.01 * op.compute_norm())
+    step = _check_positive(step, "step", allow_zero=False)
+    aty = op.A_adjoint(y)
+    W = WaveletTransform(tuple(aty.shape[-2:]), wavelet, level)
+    g = as_generator(generator)
+    monotone = monotone and not random_shift
+    thresh = lam * step
+
+    def prox(v):
+        """Return ``prox(v)`` and the l1 norm of its detail coefficients (free: ``W`` is orthogonal)."""
+        if random_shift:
+            n = 2**W.level
+            s = torch.randint(0, n, (2,), generator=g).tolist()
+            v = torch.roll(v, shifts=s, dims=(-2, -1))
+        c = W.forward(v)
+        c = [c[0]] + [tuple(soft_threshold(d, thresh) for d in det) for det in c[1:]]
+        l1 = sum(d.abs().flatten(1).sum(-1) for det in c[1:] for d in det)
+        out = W.inverse(c)
+        if random_shift:
+            out = torch.roll(out, shifts=[-s[0], -s[1]], dims=(-2, -1))
+        return out, l1
+
+    def data_term(v):
+        r = op.A(v) - y
+        return 0.5 * cdot(r, r).real
+
+    x = aty.clone() if x0 is None else x0.clone()
+    if x.shape != aty.shape:
+        raise ValueError(f"x0 must have shape {tuple(aty.shape)}, got {tuple(x.shape)}")
+    v = x.clone()
+    t = 1.0
+    F_x = l1_wavelet_objective(op, y, x, lam, W) if monotone else None
+    bshape = (-1,) + (1,) * (x.ndim - 1)
+
+    for it in iterate(max_iter, progress, "l1-wavelet (FISTA)"):
+        z, l1_z = prox(v - step * (op.normal(v) - aty))
+        t_new = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
+        if monotone:
+            F_z = data_term(z) + lam * l1_z
+            better = F_z <= F_x
+            x_new = torch.where(better.reshape(bshape), z, x)
+            F_x = torch.where(better, F_z, F_x)
+            v = x_new + (t / t_new) * (z - x_new) + ((t - 1.0) / t_new) * (x_new - x)
+        else:
+            x_new = z
+            v = z + ((t - 1.0) / t_new) * (z - x)
+        x, t = x_new, t_new
+        if callback is not None:
+            callback(it, x)
+    return x

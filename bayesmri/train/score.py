@@ -1,0 +1,278 @@
+"""Training plug-in for the VE-SDE score prior (Chung & Ye 2022, eq. 17; Song & Ermon 2020).
+
+Denoising score matching with ``lambda(sigma) = sigma^2`` (Chung & Ye eq. 17)::
+
+    L(theta) = E_{sigma, x, z} || sigma s_theta(x + sigma z, sigma) + z ||^2 / (H W)
+             = E || F_theta(x + sigma z, sigma) + z ||^2 / (H W)      (s = F / sigma, see score_unet)
+
+averaged over pixels (so the loss is O(1) at every image size: 1.0 for the zero-initialised network),
+with ``log sigma ~ U(log sigma_min, log sigma_max)`` (the continuous VE-SDE's ``t ~ U(0, 1)`` under
+``sigma(t) = sigma_min (sigma_max / sigma_min)^t``), ``sigma_min = 0.01`` and ``sigma_max`` the largest
+pairwise Euclidean distance between training images (Song & Ermon 2020, "Improved techniques",
+technique 1). The loss is also logged per sigma band (decades of sigma).
+
+Images: real magnitude ``(N, H, W)``, each divided by its own 95th percentile (``normalize_images``),
+matching the inference-time normalisation by the 95th percentile of the zero-filled magnitude
+(GUIDE section 1). The JSON exported with the weights records ``sigma_min``, ``sigma_max`` and this
+normalisation under ``"prior"``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+__all__ = [
+    "ScoreMatchingLoss",
+    "MRIAugment",
+    "ImageDataset",
+    "sigma_max_from_data",
+    "normalize_images",
+    "smooth_random_images",
+    "load_training_images",
+    "DEFAULT_BANDS",
+    "cli_add_arguments",
+    "cli_run",
+]
+
+SIGMA_MIN = 0.01
+DEFAULT_BANDS = (0.01, 0.1, 1.0, 10.0)  # band edges; the last band is [10, sigma_max]
+
+
+def _check_images(images, name="images") -> torch.Tensor:
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(images).__name__}")
+    if images.is_complex():
+        raise TypeError(f"{name} must be real magnitude images, got complex dtype {images.dtype}")
+    if images.ndim == 4 and images.shape[1] == 1:
+        images = images[:, 0]
+    if images.ndim != 3:
+        raise ValueError(f"{name} must have shape (N, H, W), got {tuple(images.shape)}")
+    images = images.float()
+    if not bool(torch.isfinite(images).all()):
+        raise ValueError(f"{name} contains non-finite values")
+    return images
+
+
+def normalize_images(images, q: float = 0.95) -> torch.Tensor:
+    """Divide each image by its ``q``-quantile of ``|x|`` (images that are all zero are left as they are)."""
+    images = _check_images(images)
+    s = torch.quantile(images.abs().reshape(images.shape[0], -1), q, dim=1)
+    s = torch.where(s > 0, s, torch.ones_like(s))
+    return images / s[:, None, None]
+
+
+def sigma_max_from_data(images, chunk: int = 512) -> float:
+    """Largest pairwise Euclidean distance ``max_ij ||x_i - x_j||_2`` between images (Song & Ermon 2020).
+
+    ``images``: ``(N, H, W)`` real; computed exactly in chunks of ``chunk`` rows (float64).
+    """
+    x = _check_images(images)
+    x = x.reshape(x.shape[0], -1).double()
+    if x.shape[0] < 2:
+        raise ValueError("sigma_max_from_data needs at least 2 images")
+    best = 0.0
+    for i in range(0, x.shape[0], chunk):
+        d = torch.cdist(x[i : i + chunk], x)
+        best = max(best, float(d.max()))
+    return best
+
+
+class ImageDataset(Dataset):
+    """Real images ``(N, H, W)`` served as ``(1, H, W)`` float32 tensors."""
+
+    def __init__(self, images):
+        self.images = _check_images(images).contiguous()
+
+    def __len__(self):
+        return self.images.shape[0]
+
+    def __getitem__(self, i):
+        return self.images[i][None]
+
+
+class MRIAugment:
+    """Augmentation for magnitude MR slices, all draws from the given generator.
+
+    Left-right flips (brains are nearly symmetric; up-down flips are off by default because anatomy is
+    not), small rotations (``+-max_rotation_deg``, bilinear, zero fill outside: background is zero) and
+    intensity scaling by a log-uniform factor in ``intensity``.
+    """
+
+    def __init__(self, flip_lr: bool = True, flip_ud: bool = False, max_rotation_deg: float = 10.0,
+                 intensity: tuple[float, float] = (0.8, 1.25)):
+        if max_rotation_deg < 0:
+            raise ValueError("max_rotation_deg must be >= 0")
+        if not (0 < intensity[0] <= intensity[1]):
+            raise ValueError(f"intensity range must satisfy 0 < lo <= hi, got {intensity}")
+        self.flip_lr, self.flip_ud = flip_lr, flip_ud
+        self.max_rot = float(max_rotation_deg)
+        self.intensity = (float(intensity[0]), float(intensity[1]))
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """``x``: ``(B, 1, H, W)`` real; returns an augmented copy."""
+        B = x.shape[0]
+        dev = x.device
+        u = torch.rand(B, 4, generator=generator, device=generator.device).to(dev)
+        if self.flip_lr:
+            x = torch.where((u[:, 0] < 0.5)[:, None, None, None], x.flip(-1), x)
+        if self.flip_ud:
+            x = torch.where((u[:, 1] < 0.5)[:, None, None, None], x.flip(-2), x)
+        if self.max_rot > 0:
+            ang = (2 * u[:, 2] - 1) * math.radians(self.max_rot)
+            c, s = torch.cos(ang), torch.sin(ang)
+            theta = torch.stack([torch.stack([c, -s, torch.zeros_like(c)], -1),
+                                 torch.stack([s, c, torch.zeros_like(c)], -1)], 1).to(x.dtype)
+            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+            x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        lo, hi = self.intensity
+        if hi > lo:
+            scale = torch.exp(math.log(lo) + u[:, 3] * (math.log(hi) - math.log(lo))).to(x.dtype)
+            x = x * scale[:, None, None, None]
+        return x
+
+
+class ScoreMatchingLoss:
+    """Denoising score-matching loss of Chung & Ye eq. 17 for the trainer.
+
+    ``loss_fn(model, batch, generator) -> (loss, logs)``; ``batch`` is ``(B, 1, H, W)`` or ``(B, H, W)``;
+    ``model(x, sigma)`` returns ``F_theta = sigma * score``. ``logs`` holds the mean loss per sigma band
+    (``loss_sigma_<lo>-<hi>``, NaN when no sample of the batch fell in the band) and the batch's mean
+    ``log10 sigma``.
+    """
+
+    def __init__(self, sigma_max: float, sigma_min: float = SIGMA_MIN, augment: MRIAugment | None = None,
+                 bands=DEFAULT_BANDS):
+        if not (0 < sigma_min < sigma_max) or not math.isfinite(sigma_max):
+            raise ValueError(f"need 0 < sigma_min < sigma_max < inf, got {sigma_min}, {sigma_max}")
+        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+        self.augment = augment
+        edges = [b for b in bands if sigma_min <= b < sigma_max]
+        if not edges or edges[0] > sigma_min:
+            edges = [sigma_min] + edges
+        self.edges = edges + [sigma_max]
+        self.band_names = [f"loss_sigma_{lo:g}-{hi:.3g}" for lo, hi in zip(self.edges[:-1], self.edges[1:])]
+
+    def sample_sigma(self, n: int, generator: torch.Generator, device) -> torch.Tensor:
+        u = torch.rand(n, generator=generator, device=generator.device).to(device)
+        return torch.exp(math.log(self.sigma_min) + u * (math.log(self.sigma_max) - math.log(self.sigma_min)))
+
+    def __call__(self, model, batch, generator: torch.Generator):
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        if x.ndim == 3:
+            x = x[:, None]
+        if self.augment is not None:
+            x = self.augment(x, generator)
+        sigma = self.sample_sigma(x.shape[0], generator, x.device).to(x.dtype)
+        z = torch.randn(x.shape, generator=generator, device=generator.device).to(x.device, x.dtype)
+        out = model(x + sigma[:, None, None, None] * z, sigma)
+        per = (out.float() + z.float()).pow(2).mean(dim=(1, 2, 3))  # eq. 17 per sample, per pixel
+        loss = per.mean()
+        logs = {"log10_sigma_mean": float(torch.log10(sigma).mean())}
+        per_d = per.detach()
+        for name, lo, hi in zip(self.band_names, self.edges[:-1], self.edges[1:]):
+            m = (sigma >= lo) & (sigma < hi) if hi < self.sigma_max else (sigma >= lo)
+            logs[name] = float(per_d[m].mean()) if bool(m.any()) else float("nan")
+        return loss, logs
+
+
+# ---------------------------------------------------------------------------------------------- data
+def smooth_random_images(n: int, size: int = 64, seed: int = 0) -> torch.Tensor:
+    """Random smooth non-negative test images ``(n, size, size)`` float32 (for development and tests).
+
+    Gaussian blobs on a zero background inside an ellipse, a stand-in for brain slices.
+    """
+    g = torch.Generator().manual_seed(int(seed))
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    out = torch.zeros(n, size, size)
+    for i in range(n):
+        a, b = 0.6 + 0.3 * torch.rand(2, generator=g)
+        support = ((xx / a) ** 2 + (yy / b) ** 2 <= 1).float()
+        img = 0.5 * support
+        for _ in range(6):
+            c = (torch.rand(2, generator=g) - 0.5) * 1.2
+            w = 0.05 + 0.25 * torch.rand(1, generator=g)
+            amp = torch.rand(1, generator=g)
+            img = img + amp * torch.exp(-((xx - c[0]) ** 2 + (yy - c[1]) ** 2) / (2 * w**2)) * support
+        out[i] = img
+    return out
+
+
+def load_training_images(source: str = "builtin", size: int = 64, n_synthetic: int = 256, seed: int = 0):
+    """Training images ``(N, size, size)`` normalised by their 95th percentile.
+
+    ``source="builtin"``: ``bayesmri.data.load_slices("train", size=size)`` (MNI152 slices);
+    ``"synthetic"``: :func:`smooth_random_images`.
+    """
+    if source == "builtin":
+        try:
+            from bayesmri.data import load_slices
+        except ImportError as exc:  # the data module is optional at development time
+            raise ValueError(f"the built-in dataset is not available ({exc}); use --data synthetic") from exc
+        imgs = load_slices("train", size=size)
+        imgs = torch.as_tensor(np.asarray(imgs))
+        if imgs.is_complex():
+            imgs = imgs.abs()
+    elif source == "synthetic":
+        imgs = smooth_random_images(n_synthetic, size, seed)
+    else:
+        raise ValueError(f"unknown data source {source!r}; use 'builtin' or 'synthetic'")
+    return normalize_images(imgs)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def cli_add_arguments(parser) -> None:
+    """Options of ``bayesmri train score`` (the common ones are added by the train command)."""
+    from bayesmri.priors.score_unet import CONFIGS
+
+    parser.add_argument("--config", default="small64", choices=sorted(CONFIGS), help="network size (default small64)")
+    parser.add_argument("--size", type=int, default=None, help="image size (default: 64 for small64, 128 for default128)")
+    parser.add_argument("--data", default="builtin", choices=["builtin", "synthetic"], help="training images")
+    parser.add_argument("--sigma-min", type=float, default=SIGMA_MIN)
+    parser.add_argument("--sigma-max", type=float, default=None, help="default: largest pairwise distance of the data")
+    parser.add_argument("--no-augment", action="store_true", help="no flips/rotations/intensity scaling")
+    parser.add_argument("--export-dtype", default="float32", choices=["float32", "float16"],
+                        help="dtype of the exported safetensors (float16 halves the file)")
+
+
+def cli_run(args, cfg) -> int:
+    """Train the score UNet with the common :class:`~bayesmri.train.TrainConfig` ``cfg``."""
+    from bayesmri.priors.score_unet import build_score_unet
+    from bayesmri.train import Trainer, dist_info
+
+    size = args.size or (128 if args.config == "default128" else 64)
+    images = load_training_images(args.data, size=size, seed=cfg.seed)
+    sigma_max = args.sigma_max or sigma_max_from_data(images)
+    torch.manual_seed(cfg.seed)  # network initialisation
+    model = build_score_unet(args.config)
+    loss = ScoreMatchingLoss(sigma_max, args.sigma_min, augment=None if args.no_augment else MRIAugment())
+    meta = {
+        "prior": {
+            "kind": "ve_sde_score",
+            "parametrisation": "score = model(x, sigma) / sigma",
+            "sigma_min": loss.sigma_min,
+            "sigma_max": loss.sigma_max,
+            "image_size": [size, size],
+            "normalisation": "each training image divided by its 95th percentile magnitude",
+            "config_name": args.config,
+            "data": args.data,
+            "n_train_images": int(images.shape[0]),
+        }
+    }
+    trainer = Trainer(model, loss, ImageDataset(images), args.out, cfg, resume=args.resume, export_metadata=meta)
+    if dist_info().is_main:
+        n = sum(p.numel() for p in model.parameters())
+        print(f"score UNet {args.config}: {n} parameters; {images.shape[0]} images {size}x{size}; "
+              f"sigma in [{loss.sigma_min:g}, {loss.sigma_max:.4g}]; start at step {trainer.step}")
+    res = trainer.fit(export=False)
+    if dist_info().is_main:
+        dtype = torch.float16 if args.export_dtype == "float16" else None
+        out = trainer.export(trainer.out_dir / "model_ema", dtype=dtype)
+        print(f"done: step {res.step}, loss {res.last_loss:.4g}, {res.steps_per_second:.3g} steps/s; "
+              f"weights {out} (+ .json), log {res.log}")
+    return 0
