@@ -140,7 +140,8 @@ def _other_backends(traj, N, C, S, x, y, idx):
             eps=1e-6, nthreads=1, upsampfac=2.0,
         )
         xn, yn = x[0].numpy(), y[0].numpy()
-        yk = torch.from_numpy(np.asarray(op.op(xn)).reshape(C, -1) * scale)
+        # mri-nufft divides by norm_factor = sqrt(2^d H W) (its oversampled grid); we use sqrt(H W).
+        yk = torch.from_numpy(np.asarray(op.op(xn)).reshape(C, -1) * (op.norm_factor * scale))
         rows.append(("mri-nufft (finufft)", lambda: op.op(xn), lambda: op.adj_op(yn), yk[:, idx], "wrapper"))
     except Exception as e:  # pragma: no cover - optional
         print(f"   mri-nufft unavailable: {type(e).__name__}: {e}")
@@ -153,7 +154,8 @@ def _other_backends(traj, N, C, S, x, y, idx):
         adj = tkbn.KbNufftAdjoint(im_size=(N, N))
         xs = x[:, None]  # (1, 1, N, N)
         smaps = S
-        yk = fwd(xs, omega, smaps=smaps, norm="ortho")[0]
+        # norm="ortho" divides by sqrt(prod(grid_size)) = 2N (2x oversampled grid), ours by N.
+        yk = 2 * fwd(xs, omega, smaps=smaps, norm="ortho")[0]
         rows.append((
             "torchkbnufft (table)",
             lambda: fwd(xs, omega, smaps=smaps, norm="ortho"),
@@ -165,7 +167,7 @@ def _other_backends(traj, N, C, S, x, y, idx):
             "torchkbnufft (sparse mat)",
             lambda: fwd(xs, omega, interp_mats=mats, smaps=smaps, norm="ortho"),
             lambda: adj(y, omega, interp_mats=mats, smaps=smaps, norm="ortho"),
-            fwd(xs, omega, interp_mats=mats, smaps=smaps, norm="ortho")[0][:, idx], "yes",
+            2 * fwd(xs, omega, interp_mats=mats, smaps=smaps, norm="ortho")[0][:, idx], "yes",
         ))
     except Exception as e:  # pragma: no cover - optional
         print(f"   torchkbnufft unavailable: {type(e).__name__}: {e}")

@@ -209,9 +209,12 @@ def svd_coil_compression(kspace: torch.Tensor, num_virtual: int, calib=None):
         if len(size) != 2 or min(size) < 1:
             raise ValueError(f"calib must be None, a positive int, (h, w) or a tensor, got {calib!r}")
         cal = k[(Ellipsis, *_center_slices(k.shape[-2:], size))]
-    cal = cal.reshape(cal.shape[0], C, -1).to(k.dtype)
-    U, _, _ = torch.linalg.svd(cal, full_matrices=False)  # (B', C, C)
-    matrix = U[..., :num_virtual].mH.expand(B, num_virtual, C).contiguous()
+    cal = cal.reshape(cal.shape[0], C, -1).to(torch.complex128)
+    # Left singular vectors of cal = eigenvectors of the C x C Gram matrix (cheap for N >> C, and a
+    # full orthonormal basis even when there are fewer calibration samples than coils).
+    _, U = torch.linalg.eigh(cal @ cal.mH)
+    U = U.flip(-1)  # descending energy
+    matrix = U[..., :num_virtual].mH.expand(B, num_virtual, C).to(k.dtype).contiguous()
     out = torch.einsum("bvc,bc...->bv...", matrix, k)
     if unbatched:
         return out[0], matrix[0]

@@ -98,24 +98,29 @@ def _image_space_operator(kernels: torch.Tensor, H: int, W: int) -> torch.Tensor
     """
     n, C, k, _ = kernels.shape
     M = 2 * k  # >= 2k - 1: holds all frequencies of W without aliasing
+    if H < M - 1 or W < M - 1:
+        raise ValueError(f"image {H}x{W} too small for kernel_size {k}")
     small = kernels.new_zeros((n, C, M, M))
     small[..., :k, :k] = kernels
     # Unnormalised inverse DFT: G(r) = sum_d h(d) exp(+2 pi i r d / M)
     G = torch.fft.ifft2(small, norm="forward")
     Wsmall = torch.einsum("icxy,idxy->cdxy", G, G.conj()) / k**2
-    coef = torch.fft.fft2(Wsmall, norm="forward")  # coefficients on frequencies -(k-1)..k-1 (circular)
-    coef = torch.fft.fftshift(coef, dim=(-2, -1))  # frequency 0 at index k
-    if H < M - 1 or W < M - 1:
-        raise ValueError(f"image {H}x{W} too small for kernel_size {k}")
+    coef = torch.fft.fft2(Wsmall, norm="forward")  # frequencies -(k-1)..k-1, circular; index k is 0
     big = coef.new_zeros((C, C, H, W))
-    # Place frequency 0 at (H//2, W//2); index 0 of coef (frequency -k) is zero, drop it if needed.
-    rs, cs = H // 2 - k, W // 2 - k
-    r_lo, c_lo = max(rs, 0), max(cs, 0)
-    big[..., r_lo : rs + M, c_lo : cs + M] = coef[..., r_lo - rs :, c_lo - cs :]
-    big = torch.fft.ifftshift(big, dim=(-2, -1))
-    Wimg = torch.fft.ifft2(big, norm="forward")  # image origin at index 0
-    Wimg = torch.fft.fftshift(Wimg, dim=(-2, -1))  # image origin at (H//2, W//2) as ifft2c
-    return Wimg.permute(2, 3, 0, 1)
+    dev = coef.device
+
+    def idx():
+        src = torch.cat([torch.arange(k, device=dev), torch.arange(k + 1, M, device=dev)])
+        freq = torch.cat([torch.arange(k, device=dev), torch.arange(-(k - 1), 0, device=dev)])
+        return src, freq
+
+    (rs, fr), (cs, fc) = idx(), idx()
+    # Shift the image origin to (H//2, W//2) as ifft2c does: W(r - s) <-> K(m) exp(-2 pi i s m / N).
+    ph_r = torch.exp(-2j * torch.pi * (H // 2) * fr.double() / H)
+    ph_c = torch.exp(-2j * torch.pi * (W // 2) * fc.double() / W)
+    vals = coef[..., rs[:, None], cs[None, :]] * (ph_r[:, None] * ph_c[None, :]).to(coef.dtype)
+    big[..., (fr % H)[:, None], (fc % W)[None, :]] = vals
+    return torch.fft.ifft2(big, norm="forward").permute(2, 3, 0, 1)
 
 
 def _power_iteration(Wr: torch.Tensor, n_iter: int):
@@ -126,7 +131,7 @@ def _power_iteration(Wr: torch.Tensor, n_iter: int):
     v[..., 0] = 1
     for _ in range(n_iter):
         v = (Wr @ v.unsqueeze(-1)).squeeze(-1)
-        v = v / torch.linalg.vector_norm(v, dim=-1, keepdim=True).clamp_min(1e-300)
+        v = v / torch.linalg.vector_norm(v, dim=-1, keepdim=True).clamp_min(1e-30)
     lam = (v.conj().unsqueeze(-2) @ Wr @ v.unsqueeze(-1)).real[..., 0, 0]
     return v, lam
 
@@ -195,8 +200,9 @@ def espirit_maps(
         raise ValueError(f"image {H}x{W} too small for kernel_size {kernel_size}")
     # Calibrate in double precision: the singular values span a wide range; the output keeps the input dtype.
     work = torch.complex128
-    maps = torch.zeros((B, C, H, W), dtype=work, device=k4.device)
-    evals = torch.zeros((B, H, W), dtype=torch.float64, device=k4.device)
+    out_dtype = torch.complex128 if kspace.dtype == torch.complex128 else torch.complex64
+    maps = torch.zeros((B, C, H, W), dtype=out_dtype, device=k4.device)
+    evals = torch.zeros((B, H, W), dtype=out_dtype.to_real(), device=k4.device)
     for b in range(B):
         rows, cols = calibration_region(k4[b], num_acs)
         acs = k4[b, :, rows, cols].to(work)
@@ -212,9 +218,9 @@ def espirit_maps(
         if float(s[0]) == 0.0:
             raise ValueError("calibration region is all zeros")
         keep = s > threshold * s[0]
-        kernels = Vh[keep].reshape(-1, C, kernel_size, kernel_size)
+        # The full-size image-space part runs in the input precision (eigh reads one triangle only).
+        kernels = Vh[keep].reshape(-1, C, kernel_size, kernel_size).to(out_dtype)
         Wr = _image_space_operator(kernels, H, W)
-        Wr = 0.5 * (Wr + Wr.mH)
         if max_iter is None:
             lam, vec = torch.linalg.eigh(Wr)  # ascending eigenvalues
             top = vec[..., -1]  # (H, W, C)
@@ -223,15 +229,14 @@ def espirit_maps(
             top, lam_top = _power_iteration(Wr, int(max_iter))
         if phase_reference:
             # First principal component of the ACS coil data (virtual body coil).
-            u = torch.linalg.svd(acs.reshape(C, -1), full_matrices=False)[0][:, 0]
+            u = torch.linalg.svd(acs.reshape(C, -1), full_matrices=False)[0][:, 0].to(out_dtype)
             p = top @ u.conj()
-            ph = torch.where(p.abs() > 0, p.conj() / p.abs().clamp_min(1e-300), torch.ones_like(p))
+            ph = torch.where(p.abs() > 0, p.conj() / p.abs().clamp_min(1e-30), torch.ones_like(p))
             top = top * ph.unsqueeze(-1)
         top = torch.where((lam_top > crop).unsqueeze(-1), top, torch.zeros_like(top))
         maps[b] = top.permute(2, 0, 1)
         evals[b] = lam_top
     maps = maps.to(kspace.dtype)
-    evals = evals.to(torch.float64 if kspace.dtype == torch.complex128 else torch.float32)
     if unbatched:
         maps, evals = maps[0], evals[0]
     return (maps, evals) if return_eigenvalues else maps

@@ -60,7 +60,7 @@ def _simulated(H=64, W=64, C=8):
 def _interior(support):
     # Stay two pixels inside the object: the calibrated maps are band-limited, the object edge is not.
     s = support.float()[None, None]
-    return torch.nn.functional.max_pool2d(-s, 5, 1, 2)[0, 0] > -0.5
+    return -torch.nn.functional.max_pool2d(-s, 5, 1, 2)[0, 0] > 0.5  # erosion
 
 
 def test_espirit_recovers_true_maps():
@@ -229,9 +229,10 @@ def test_espirit_agrees_with_bart(bart_t, bart_c):
     proj_bart = Sb * coil_combine(x, Sb)[None]
     rel = (proj_ours - proj_bart)[:, obj].norm(dim=1) / x[:, obj].norm(dim=1)
     assert float(rel.max()) < 0.08  # measured 0.05 / 0.063
-    # where BART's iteration converged (its eigenvalue within 1e-3 of ours) the maps coincide
+    # where BART's iteration converged (its eigenvalue within 1e-4 of ours: 99 % of the object) the maps
+    # coincide: measured min |<S, S_bart>| 0.99987 / 0.99991, max ||S| - |S_bart|| 0.010 / 0.008
     eb = torch.from_numpy(np.ascontiguousarray(eb.reshape(64, 64))).real
-    conv = obj & ((eb - ev).abs() < 1e-3)
-    assert int(conv.sum()) > 0.8 * int(obj.sum())
-    assert float(coil_combine(Sb, M).abs()[conv].min()) > 0.995  # measured 0.9994 / 0.998
-    assert float((M.abs() - Sb.abs())[:, conv].abs().max()) < 0.02
+    conv = obj & ((eb - ev).abs() < 1e-4)
+    assert int(conv.sum()) > 0.95 * int(obj.sum())
+    assert float(coil_combine(Sb, M).abs()[conv].min()) > 0.9995
+    assert float((M.abs() - Sb.abs())[:, conv].abs().max()) < 0.015

@@ -49,7 +49,8 @@ def test_sigma_conditioning_and_parametrisation():
 
 def test_zero_init_output_and_named_configs():
     m = build_score_unet("small64")
-    assert float(m(torch.randn(1, 64, 64), 1.0).abs().max()) == 0.0  # score 0 at init: loss starts at 1
+    with torch.no_grad():
+        assert float(m(torch.randn(1, 64, 64), 1.0).abs().max()) == 0.0  # score 0 at init: loss starts at 1
     n_small = count_parameters(m)
     assert 0.5e6 < n_small < 2e6
     assert m.config == build_score_unet(dict(m.config)).config

@@ -100,7 +100,7 @@ def test_l1_wavelet_fista_monotone_and_converged(kind):
     assert len(objs) == 60
     diffs = torch.tensor(objs).diff()
     assert float(diffs.max()) <= 1e-6 * objs[0]  # monotone (MFISTA), to float32 rounding
-    ref = l1_wavelet_recon(op, y, lam, max_iter=600, random_shift=False)
+    ref = l1_wavelet_recon(op, y, lam, max_iter=400, random_shift=False)
     f_ref = float(l1_wavelet_objective(op, y, ref, lam, W))
     assert objs[-1] <= f_ref * 1.01
     f_start = float(l1_wavelet_objective(op, y, zero_filled(op, y), lam, W))
@@ -179,7 +179,7 @@ def test_regularised_recons_beat_zero_filled_at_r4():
     p_cg = psnr(cg_sense(op, y), x)
     p_tv = max(psnr(tv_recon(op, y, f * scale, max_iter=80), x) for f in (0.003, 0.01))
     p_wav = max(psnr(l1_wavelet_recon(op, y, f * scale, max_iter=80), x) for f in (0.003, 0.01))
-    # Measured: zero-filled 17.3 dB, TV 25.7 dB, l1-wavelet 23.4 dB.
+    # Measured: zero-filled = CG-SENSE 17.3 dB, TV 25.0 dB, l1-wavelet 23.9 dB.
     assert p_tv > p_zf + 6.0
     assert p_wav > p_zf + 4.0
     assert p_tv > p_cg + 6.0 and p_wav > p_cg + 4.0
