@@ -141,7 +141,7 @@ def get_method(name: str) -> Callable:
 # classical, deterministic baselines
 # --------------------------------------------------------------------------------------------------
 #: Default regularisation weights for the built-in data normalisation (see module docstring).
-DEFAULT_LAMBDAS = {"sense": 1e-2, "tv": 1e-3, "l1wav": 1e-3}
+DEFAULT_LAMBDAS = {"sense": 1e-2, "tv": 3e-3, "l1wav": 2e-3}
 DEFAULT_ITERS = {"sense": 30, "tv": 80, "l1wav": 80}
 
 

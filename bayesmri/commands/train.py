@@ -34,6 +34,9 @@ def _common_arguments(p) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="mixed precision on CUDA")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--export-only", action="store_true",
+                   help="do not train: write the EMA weights of OUT/checkpoint.pt (safe while a run is going on)")
+    p.add_argument("--export-to", default=None, help="export stem (default OUT/model_ema), e.g. bayesmri/weights/x")
 
 
 def add_arguments(parser) -> None:

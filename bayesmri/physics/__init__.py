@@ -18,3 +18,28 @@ __all__ = [
 from .masks import MASK_PATTERNS, acceleration_of, make_mask, seed_from_name
 
 __all__ += ["MASK_PATTERNS", "acceleration_of", "make_mask", "seed_from_name"]
+
+from .coils import (
+    birdcage_maps,
+    coil_combine,
+    noise_covariance,
+    normalize_maps,
+    prewhiten,
+    rss,
+    svd_coil_compression,
+    whitening_matrix,
+)
+from .espirit import calibration_region, espirit_maps
+
+__all__ += [
+    "birdcage_maps",
+    "coil_combine",
+    "noise_covariance",
+    "normalize_maps",
+    "prewhiten",
+    "rss",
+    "svd_coil_compression",
+    "whitening_matrix",
+    "calibration_region",
+    "espirit_maps",
+]

@@ -58,7 +58,7 @@ def _atomic_write_bytes(data: bytes, path: Path) -> None:
 
 
 def save_model(weights, stem, *, model_type: str, config: dict, training: dict | None = None,
-               metadata: dict | None = None, dtype: torch.dtype | None = None) -> Path:
+               metadata: dict | None = None, dtype: torch.dtype | None = None, keep_float32=()) -> Path:
     """Write ``stem.safetensors`` and ``stem.json`` atomically; returns the ``.safetensors`` path.
 
     Parameters
@@ -72,6 +72,8 @@ def save_model(weights, stem, *, model_type: str, config: dict, training: dict |
     dtype : torch.dtype, optional
         Cast floating tensors (e.g. ``torch.float16`` for small shipped files); loading casts back to the
         model's dtype.
+    keep_float32 : collection of str
+        Names never cast (e.g. fixed Fourier frequencies, whose rounding would shift phases).
     """
     from safetensors.torch import save
 
@@ -84,7 +86,7 @@ def save_model(weights, stem, *, model_type: str, config: dict, training: dict |
     tensors = {}
     for k, v in weights.items():
         v = v.detach().cpu()
-        if dtype is not None and v.is_floating_point():
+        if dtype is not None and v.is_floating_point() and k not in keep_float32:
             v = v.to(dtype)
         tensors[k] = v.contiguous().clone()  # safetensors refuses shared storage
     meta = {"format_version": 1, "model_type": model_type, "config": config}

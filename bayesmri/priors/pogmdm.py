@@ -133,6 +133,8 @@ class PoGMDM(nn.Module):
         self.w_half = nn.Parameter(w0.repeat(self.n_filters, 1))
         self._spec_cache: dict = {}
         self._table_cache: dict = {}
+        with torch.no_grad():  # start with unit peak response per filter: gamma_k eta_k = 1
+            self.gamma.copy_(1.0 / self.filter_spectra(64, 64).abs().flatten(1).amax(1).float())
 
     # ------------------------------------------------------------------ parameters
     def weights(self) -> torch.Tensor:

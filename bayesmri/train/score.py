@@ -19,6 +19,7 @@ normalisation under ``"prior"``.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -212,8 +213,11 @@ def load_training_images(source: str = "builtin", size: int = 64, n_synthetic: i
     if source == "builtin":
         try:
             from bayesmri.data import load_slices
-        except ImportError as exc:  # the data module is optional at development time
-            raise ValueError(f"the built-in dataset is not available ({exc}); use --data synthetic") from exc
+        except ImportError:
+            try:
+                from bayesmri.data.builtin import load_slices
+            except ImportError as exc:
+                raise ValueError(f"the built-in dataset is not available ({exc}); use --data synthetic") from exc
         imgs = load_slices("train", size=size)
         imgs = torch.as_tensor(np.asarray(imgs))
         if imgs.is_complex():
@@ -264,15 +268,25 @@ def cli_run(args, cfg) -> int:
             "n_train_images": int(images.shape[0]),
         }
     }
-    trainer = Trainer(model, loss, ImageDataset(images), args.out, cfg, resume=args.resume, export_metadata=meta)
+    export_only = getattr(args, "export_only", False)
+    if export_only and not (Path(args.out) / "checkpoint.pt").is_file():
+        raise FileNotFoundError(f"--export-only: no checkpoint in {args.out}")
+    trainer = Trainer(model, loss, ImageDataset(images), args.out, cfg, resume=args.resume or export_only,
+                      export_metadata=meta)
+    dtype = torch.float16 if args.export_dtype == "float16" else None
+    stem = getattr(args, "export_to", None) or Path(trainer.out_dir) / "model_ema"
+    if export_only:
+        if dist_info().is_main:
+            out = trainer.export(stem, dtype=dtype)
+            print(f"exported the EMA weights of step {trainer.step} to {out} (+ .json)")
+        return 0
     if dist_info().is_main:
         n = sum(p.numel() for p in model.parameters())
         print(f"score UNet {args.config}: {n} parameters; {images.shape[0]} images {size}x{size}; "
               f"sigma in [{loss.sigma_min:g}, {loss.sigma_max:.4g}]; start at step {trainer.step}")
     res = trainer.fit(export=False)
     if dist_info().is_main:
-        dtype = torch.float16 if args.export_dtype == "float16" else None
-        out = trainer.export(trainer.out_dir / "model_ema", dtype=dtype)
+        out = trainer.export(stem, dtype=dtype)
         print(f"done: step {res.step}, loss {res.last_loss:.4g}, {res.steps_per_second:.3g} steps/s; "
               f"weights {out} (+ .json), log {res.log}")
     return 0

@@ -574,4 +574,6 @@ class Trainer:
             training=training,
             metadata=self.export_metadata,
             dtype=dtype,
+            # buffers (e.g. fixed Fourier frequencies) stay float32; only parameters are cast
+            keep_float32=set(weights) - {n for n, _ in self.model.named_parameters()},
         )

@@ -39,7 +39,7 @@ def _moments(post, x):
 SAMPLERS = {
     "pula": lambda: PULA(n_levels=150, n_steps=3, sigma_max=3.0, step=0.5),
     "ula-exact": lambda: ULA(n_levels=100, n_steps=15, sigma_max=3.0),
-    "annealed-ula": lambda: AnnealedULA(n_levels=300, n_steps=4, sigma_max=3.0),
+    "annealed-ula": lambda: AnnealedULA(n_levels=100, n_steps=30, sigma_max=1.5),
 }
 
 

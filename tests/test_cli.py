@@ -1,0 +1,127 @@
+"""The `bayesmri` CLI: --help, simulate -> recon round trip, demo schema, and clean failures."""
+import math
+
+import numpy as np
+import pytest
+
+from bayesmri import io
+from bayesmri.cli import main
+
+SCHEMA_KEYS = {"psnr", "ssim", "nmse", "cpsnr", "time_per_sample_s", "nfe", "n_slices", "n_samples"}
+
+
+def _run(argv, capsys):
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_help_lists_subcommands_and_methods(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("demo", "simulate", "recon"):
+        assert cmd in out
+    with pytest.raises(SystemExit):
+        main(["recon", "--help"])
+    out = capsys.readouterr().out
+    for m in ("zf", "sense", "tv", "l1wav"):
+        assert m in out
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sim") / "sim.h5"
+    rc = main(["simulate", "--split", "test", "--slices", "2", "--pattern", "gro", "--acceleration", "4",
+               "--coils", "4", "--snr", "30", "--seed", "1", "--size", "64", "--out", str(path)])
+    assert rc == 0 and path.exists()
+    return path
+
+
+def test_recon_tv_beats_zero_filled_on_simulated_file(simulated, tmp_path, capsys):
+    psnr = {}
+    for m in ("zf", "tv"):
+        out = tmp_path / m
+        rc, stdout, err = _run(["recon", "--method", m, simulated, "--out", out, "--no-progress"], capsys)
+        assert rc == 0, err
+        met = io.load_json(out / "metrics.json")
+        row = next(iter(met[m].values()))
+        assert {"psnr", "ssim", "nmse", "time_per_sample_s", "nfe", "n_slices", "n_samples"} <= set(row)
+        assert row["n_slices"] == 2 and row["n_samples"] == 1
+        psnr[m] = row["psnr"]
+        stack = io.load_nifti(out / f"{m}_mean.nii.gz")
+        arrays = io.load_npz(out / f"{m}.npz")
+        assert stack.shape == (2, 64, 64)
+        np.testing.assert_allclose(stack, np.abs(arrays["mean"]), rtol=1e-5, atol=1e-6)
+        assert (out / f"{m}_mean.png").stat().st_size > 0
+    assert psnr["tv"] > psnr["zf"] + 2.0, psnr
+
+
+def test_recon_h5_output(simulated, tmp_path, capsys):
+    rc, _, err = _run(["recon", "--method", "sense", simulated, "--out", tmp_path / "o", "--array-format", "h5"], capsys)
+    assert rc == 0, err
+    arrays, attrs = io.load_h5(tmp_path / "o" / "sense.h5")
+    assert arrays["mean"].shape == (2, 64, 64) and attrs["method"] == "sense"
+
+
+@pytest.mark.parametrize("case", ["missing", "not_hdf5", "unknown_method", "bad_samples"])
+def test_recon_bad_input_fails_cleanly(case, simulated, tmp_path, capsys):
+    out = tmp_path / "out"
+    src, method, extra = simulated, "zf", []
+    if case == "missing":
+        src = tmp_path / "nope.h5"
+    elif case == "not_hdf5":
+        src = tmp_path / "text.h5"
+        src.write_text("this is not hdf5\n")
+    elif case == "unknown_method":
+        method = "magic"
+    else:
+        extra = ["--samples", "0"]
+    rc, _, err = _run(["recon", "--method", method, src, "--out", out, *extra], capsys)
+    assert rc != 0
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "error" in lines[0], err
+    if case == "unknown_method":
+        assert "available methods: " in lines[0] and "tv" in lines[0] and "l1wav" in lines[0]
+    if case == "not_hdf5":
+        assert "HDF5" in lines[0]
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["text.h5"] if case == "not_hdf5" else [])
+
+
+def test_simulate_bad_option_leaves_no_file(tmp_path, capsys):
+    out = tmp_path / "x.h5"
+    rc, _, err = _run(["simulate", "--pattern", "spiral", "--size", "64", "--slices", "1", "--out", out], capsys)
+    assert rc != 0 and "spiral" in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_tiny_writes_schema_and_tv_beats_zf(tmp_path, capsys):
+    out = tmp_path / "demo"
+    rc, stdout, err = _run(["demo", "--out", out, "--methods", "zf,tv", "--slices", "1", "--size", "64",
+                            "--no-progress"], capsys)
+    assert rc == 0, err
+    met = io.load_json(out / "metrics.json")
+    assert set(met) == {"zf", "tv"}
+    for m, per in met.items():
+        assert set(per) == {"gro-r4", "poisson-r8"}
+        for row in per.values():
+            assert set(row) == SCHEMA_KEYS
+            assert all(isinstance(row[k], int) for k in ("nfe", "n_slices", "n_samples"))
+            assert all(isinstance(row[k], float) and math.isfinite(row[k]) for k in ("psnr", "ssim", "nmse", "cpsnr"))
+            assert row["n_slices"] == 1 and row["n_samples"] == 1 and row["time_per_sample_s"] > 0
+    for pat in ("gro-r4", "poisson-r8"):
+        assert met["tv"][pat]["psnr"] > met["zf"][pat]["psnr"] + 1.0
+        assert (out / "figures" / pat / "tv_error.png").exists()
+    # the printed table has a row per method and pattern
+    rows = [ln.split() for ln in stdout.splitlines()]
+    assert sum(1 for r in rows if r[:2] in (["gro-r4", "tv"], ["poisson-r8", "zf"])) == 2
+    html = (out / "report.html").read_text()
+    assert "gro-r4" in html and "poisson-r8" in html and 'src="http' not in html
+
+
+def test_demo_unknown_method(tmp_path, capsys):
+    rc, _, err = _run(["demo", "--out", tmp_path / "d", "--methods", "zf,nosuch", "--no-progress"], capsys)
+    assert rc != 0 and "nosuch" in err and "available methods: zf" in err
+    assert not (tmp_path / "d").exists()
