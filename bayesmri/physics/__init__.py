@@ -43,3 +43,8 @@ __all__ += [
     "calibration_region",
     "espirit_maps",
 ]
+
+from .nufft import NonCartesianMRI
+from .trajectories import density_compensation, radial_trajectory, spiral_trajectory
+
+__all__ += ["NonCartesianMRI", "density_compensation", "radial_trajectory", "spiral_trajectory"]

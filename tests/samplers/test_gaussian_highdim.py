@@ -41,7 +41,8 @@ def test_pula_matches_closed_form(problem):
 
 def test_annealed_ula_matches_closed_form(problem):
     prior, meas, mean, var, trC = problem
-    res = AnnealedULA(n_levels=100, n_steps=8, sigma_max=1.0).sample(meas, prior, P, generator=2)
+    # annealed ULA needs ~20x the NFE of pULA here (the pULA paper's point); 8 chains keep it fast
+    res = AnnealedULA(n_levels=20, n_steps=40, sigma_max=0.3).sample(meas, prior, 8, generator=2)
     e_mean, vr = _metrics(res, mean, var, trC)
     assert e_mean < 2.5, e_mean
     assert 0.85 < vr < 1.3, vr
