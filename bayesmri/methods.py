@@ -5,9 +5,14 @@ A *method* is a function
     fn(sample: MRISample, *, n_samples=1, generator=None, device="cpu", progress=False, **options)
         -> SamplerResult
 
-returning ``samples (P, B, H, W)`` complex, their ``mean (B, H, W)``, ``std (B, H, W)`` (``None``
-for deterministic methods), the number of network evaluations ``nfe`` and ``wall_time`` in
-seconds. Images are in the scale of ``sample.kspace`` (the scale that ``sample.target`` uses).
+for one slice (:class:`bayesmri.data.MRISample`, k-space ``(C, H, W)``), returning
+``samples (P, H, W)`` complex, their ``mean (H, W)``, ``std (H, W)`` (``None`` for deterministic
+methods), the number of network evaluations ``nfe`` per sample and ``wall_time`` in seconds
+(coil-map estimation excluded: it is shared by all methods and cached on the sample). Images are in
+the normalised units of ``sample.kspace``, those of ``sample.target``.
+
+Every method accepts the option ``maps="espirit"|"true"`` (coil maps estimated from the data, the
+default, or the simulation's own) and refuses options it does not know with a ``ValueError``.
 
 Register a method with the decorator::
 
@@ -145,19 +150,28 @@ DEFAULT_LAMBDAS = {"sense": 1e-2, "tv": 3e-3, "l1wav": 2e-3}
 DEFAULT_ITERS = {"sense": 30, "tv": 80, "l1wav": 80}
 
 
-def _operator_and_data(sample, device):
-    op = sample.operator(device=device)
-    y = sample.kspace.to(device)
-    if y.ndim == len(op.range_shape):  # an unbatched sample
-        y = y.unsqueeze(0)
-    return op, y
+def prepare(sample, device="cpu", maps: str = "espirit"):
+    """``(sample on device, its SENSE operator, y (1, C, ...))`` for a method to work with.
+
+    ``maps`` picks the coil sensitivities: ``"espirit"`` (estimated from the data; the default,
+    the only choice for real data) or ``"true"`` (the simulation's). ESPIRiT maps are computed on
+    the caller's sample first so that its cache serves every method run on it.
+    """
+    if maps not in ("espirit", "true"):
+        raise ValueError(f"maps must be 'espirit' or 'true', got {maps!r}")
+    S = sample.maps(maps)  # computes and caches ESPIRiT maps on the original sample
+    dev = torch.device(device)
+    if sample.kspace.device != dev:
+        sample = sample.to(dev)
+        S = S.to(dev)
+    return sample, sample.operator(S), sample.y
 
 
-def _deterministic(fn_name: str, sample, device, call) -> SamplerResult:
+def _deterministic(sample, device, maps, call) -> SamplerResult:
+    sample, op, y = prepare(sample, device, maps)  # coil-map estimation is shared, not timed
     t0 = time.perf_counter()
-    op, y = _operator_and_data(sample, device)
     with torch.no_grad():
-        x = call(op, y)
+        x = call(op, y)[0]  # (H, W): one slice
     if x.device.type == "cuda":
         torch.cuda.synchronize(x.device)
     wall = time.perf_counter() - t0
@@ -173,38 +187,43 @@ def _check_options(name: str, options: dict, allowed: set[str]) -> None:
 
 
 @register_method("zf", "zero-filled: coil-combined adjoint A^H y (deterministic)")
-def zero_filled_method(sample, *, n_samples=1, generator=None, device="cpu", progress=False, **options):
+def zero_filled_method(sample, *, n_samples=1, generator=None, device="cpu", progress=False, maps="espirit", **options):
     from .recon import zero_filled
 
     _check_options("zf", options, set())
-    return _deterministic("zf", sample, device, lambda op, y: zero_filled(op, y))
+    return _deterministic(sample, device, maps, lambda op, y: zero_filled(op, y))
 
 
 @register_method("sense", "CG-SENSE with Tikhonov weight lam (deterministic)")
 def sense_method(
-    sample, *, n_samples=1, generator=None, device="cpu", progress=False, lam=None, max_iter=None, **options
+    sample, *, n_samples=1, generator=None, device="cpu", progress=False, maps="espirit", lam=None,
+    max_iter=None, **options
 ):
     from .recon import cg_sense
 
     _check_options("sense", options, set())
     lam = DEFAULT_LAMBDAS["sense"] if lam is None else float(lam)
     it = DEFAULT_ITERS["sense"] if max_iter is None else int(max_iter)
-    return _deterministic("sense", sample, device, lambda op, y: cg_sense(op, y, lam=lam, max_iter=it))
+    return _deterministic(sample, device, maps, lambda op, y: cg_sense(op, y, lam=lam, max_iter=it))
 
 
 @register_method("tv", "total-variation regularised least squares (deterministic)")
-def tv_method(sample, *, n_samples=1, generator=None, device="cpu", progress=False, lam=None, max_iter=None, **options):
+def tv_method(
+    sample, *, n_samples=1, generator=None, device="cpu", progress=False, maps="espirit", lam=None,
+    max_iter=None, **options
+):
     from .recon import tv_recon
 
     _check_options("tv", options, set())
     lam = DEFAULT_LAMBDAS["tv"] if lam is None else float(lam)
     it = DEFAULT_ITERS["tv"] if max_iter is None else int(max_iter)
-    return _deterministic("tv", sample, device, lambda op, y: tv_recon(op, y, lam=lam, max_iter=it))
+    return _deterministic(sample, device, maps, lambda op, y: tv_recon(op, y, lam=lam, max_iter=it))
 
 
 @register_method("l1wav", "l1-wavelet regularised least squares (deterministic)")
 def l1wav_method(
-    sample, *, n_samples=1, generator=None, device="cpu", progress=False, lam=None, max_iter=None, **options
+    sample, *, n_samples=1, generator=None, device="cpu", progress=False, maps="espirit", lam=None,
+    max_iter=None, **options
 ):
     from .recon import l1_wavelet_recon
 
@@ -212,5 +231,5 @@ def l1wav_method(
     lam = DEFAULT_LAMBDAS["l1wav"] if lam is None else float(lam)
     it = DEFAULT_ITERS["l1wav"] if max_iter is None else int(max_iter)
     return _deterministic(
-        "l1wav", sample, device, lambda op, y: l1_wavelet_recon(op, y, lam=lam, max_iter=it, **options)
+        sample, device, maps, lambda op, y: l1_wavelet_recon(op, y, lam=lam, max_iter=it, **options)
     )

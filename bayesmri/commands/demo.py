@@ -71,6 +71,12 @@ def add_arguments(parser) -> None:
         help="comma-separated PATTERN-rR sampling setups (default: %(default)s)",
     )
     parser.add_argument("--coils", type=int, default=8, help="simulated coils (default: 8)")
+    parser.add_argument("--snr", type=float, default=30.0, help="k-space SNR in dB (default: 30)")
+    parser.add_argument(
+        "--maps", choices=("true", "espirit"), default="true",
+        help="coil maps given to the methods: the simulation's (true) or estimated by ESPIRiT (default: true)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -120,20 +126,24 @@ def run_demo(
     size: int | None = None,
     patterns=DEFAULT_PATTERNS,
     coils: int = 8,
+    snr: float = 30.0,
+    maps: str = "true",
     progress: bool = True,
     stream=None,
 ) -> dict:
     """Run the demo and write its outputs into ``out``; return the metrics dictionary.
 
-    ``methods`` is a list of registered names (default: all). Everything is written into a
-    staging folder first, so an interrupted demo leaves ``out`` untouched.
+    ``methods`` is a list of registered names (default: all). ``maps`` chooses the coil maps the
+    methods use (``"true"``: the simulation's; ``"espirit"``: estimated, then the reference is the
+    ESPIRiT combination of the true coil images, see :func:`recon.reference_image`). Everything is
+    written into a staging folder first, so an interrupted demo leaves ``out`` untouched.
     """
     from tqdm.auto import tqdm
 
     from .. import __version__, io
     from ..methods import method_info
     from ..report import ReportFigure, ReportSection, calibration_gain, plot_calibration, write_report
-    from .recon import evaluate, resolve_device, run_method
+    from .recon import reference_image, resolve_device, run_method, schema_row
     from .simulate import simulate_builtin
 
     stream = stream if stream is not None else sys.stdout
@@ -142,29 +152,34 @@ def run_demo(
         raise ValueError(f"--slices must be >= 1, got {n_slices}")
     if int(n_samples) < 1:
         raise ValueError(f"--samples must be >= 1, got {n_samples}")
+    if maps not in ("true", "espirit"):
+        raise ValueError(f"maps must be 'true' or 'espirit', got {maps!r}")
     dev = resolve_device(str(device))
     t_start = time.perf_counter()
 
     metrics: dict = {m: {} for m in names}
     sections: list[ReportSection] = []
     calibration: list[ReportFigure] = []
-    bar = tqdm(total=len(patterns) * (len(names) + 1), desc="demo", disable=not progress, file=sys.stderr)
+    bar = tqdm(total=len(patterns) * (len(names) + 1) * int(n_slices), desc="demo", unit="slice",
+               disable=not progress, file=sys.stderr)
+    tick = lambda: bar.update(1)  # noqa: E731
     with io.atomic_dir(out) as stage:
         for k, (pat, R) in enumerate(patterns):
             pname = pattern_name(pat, R)
             bar.set_postfix_str(f"{pname}: simulating")
-            sample = simulate_builtin(
-                split="test", n_slices=n_slices, pattern=pat, acceleration=R, coils=coils, seed=seed + 1000 * k, size=size
+            samples = simulate_builtin(
+                split="test", n_slices=n_slices, pattern=pat, acceleration=R, coils=coils, snr=snr,
+                seed=seed + 1000 * k, size=size,
             )
-            bar.update(1)
-            target = sample.target.detach().cpu()  # (S, H, W) complex
+            target = torch.stack([reference_image(s, maps) for s in samples]).cpu()  # (S, H, W) complex
+            bar.update(len(samples))
             fig_dir = stage / "figures" / pname
             vmax = float(target[0].abs().max())
             figs = [
                 ReportFigure(io.save_png(fig_dir / "ground_truth.png", target[0], title="ground truth", vmin=0, vmax=vmax), "ground truth"),
-                ReportFigure(io.save_png(fig_dir / "mask.png", _mask_image(sample), title=f"mask {pname}", vmin=0, vmax=1), "sampling mask"),
+                ReportFigure(io.save_png(fig_dir / "mask.png", _mask_image(samples[0]), title=f"mask {pname}", vmin=0, vmax=1), "sampling mask"),
             ]
-            zf = run_method("zf", sample, n_samples=1, seed=seed, device=dev, progress=False)
+            zf = run_method("zf", samples, device=dev, maps=maps)
             figs.append(ReportFigure(
                 io.save_png(fig_dir / "zero_filled.png", zf.mean[0], title="zero-filled", vmin=0, vmax=vmax), "zero-filled"
             ))
@@ -172,42 +187,36 @@ def run_demo(
             for m in names:
                 bar.set_postfix_str(f"{pname}: {m}")
                 info = method_info(m)
-                res = zf if m == "zf" else run_method(m, sample, n_samples=n_samples, seed=seed, device=dev, progress=False)
-                mean = res.mean.reshape(target.shape)
-                P = int(res.samples.shape[0])
-                row = evaluate(mean, target)
-                row.update(
-                    time_per_sample_s=float(res.wall_time) / (target.shape[0] * P),
-                    nfe=int(res.nfe),
-                    n_slices=int(target.shape[0]),
-                    n_samples=P,
-                )
+                if m == "zf":
+                    res = zf
+                    bar.update(len(samples))
+                else:
+                    res = run_method(m, samples, n_samples=n_samples, seed=seed, device=dev, maps=maps, on_slice=tick)
+                row = schema_row(res, target)
                 metrics[m][pname] = row
-                means.append((m, mean[0]))
+                P = row["n_samples"]
+                means.append((m, res.mean[0]))
                 mfigs = [
-                    ReportFigure(io.save_png(fig_dir / f"{m}_mean.png", mean[0], title=f"{m} mean", vmin=0, vmax=vmax), f"{m}: mean"),
+                    ReportFigure(io.save_png(fig_dir / f"{m}_mean.png", res.mean[0], title=f"{m} mean", vmin=0, vmax=vmax), f"{m}: mean"),
                     ReportFigure(io.save_png(
-                        fig_dir / f"{m}_error.png", (mean[0].abs() - target[0].abs()).abs(), title=f"{m} |error|",
+                        fig_dir / f"{m}_error.png", (res.mean[0].abs() - target[0].abs()).abs(), title=f"{m} |error|",
                         cmap="inferno", vmin=0, vmax=0.25 * vmax, colorbar=True,
                     ), f"{m}: error magnitude"),
                 ]
                 if P > 1:
-                    std = res.std.reshape(target.shape)[0] if res.std is not None else res.samples.reshape(P, *target.shape)[:, 0].std(0)
                     mfigs.append(ReportFigure(io.save_png(
-                        fig_dir / f"{m}_std.png", std, title=f"{m} std", cmap="magma", colorbar=True, vmin=0
+                        fig_dir / f"{m}_std.png", res.std[0], title=f"{m} std", cmap="magma", colorbar=True, vmin=0
                     ), f"{m}: posterior std"))
-                    smp = res.samples.reshape(P, *target.shape)
                     mfigs.append(ReportFigure(io.save_image_grid(
-                        fig_dir / f"{m}_samples.png", [smp[i, 0] for i in range(min(P, 4))],
+                        fig_dir / f"{m}_samples.png", [res.samples[i, 0] for i in range(min(P, 4))],
                         [f"sample {i}" for i in range(min(P, 4))], vmin=0, vmax=vmax,
                     ), f"{m}: samples"))
-                    cal_curves[m] = calibration_gain(smp, target)
+                    cal_curves[m] = calibration_gain(res.samples, target)
                 text = (
                     f"{info.description}. PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}, "
                     f"{row['time_per_sample_s']:.3g} s per slice and sample, {P} sample(s)."
                 )
                 method_secs.append(ReportSection(f"{pname} / {m}", mfigs, text=text, level=3))
-                bar.update(1)
             comp = io.save_image_grid(
                 fig_dir / "comparison.png", [target[0], zf.mean[0]] + [x for _, x in means],
                 ["ground truth", "zero-filled"] + [m for m, _ in means], vmin=0, vmax=vmax, ncols=min(len(means) + 2, 6),
@@ -215,7 +224,8 @@ def run_demo(
             figs.insert(0, ReportFigure(comp, f"{pname}: slice 0, all methods on one scale"))
             sections.append(ReportSection(
                 f"{pname}: {coils} coils, {pat} mask, R={R:g}", figs,
-                text=f"{target.shape[0]} built-in test slices of size {target.shape[-2]}x{target.shape[-1]}; slice 0 shown.",
+                text=(f"{len(samples)} built-in test slices of size {target.shape[-2]}x{target.shape[-1]}, "
+                      f"SNR {snr:g} dB, {maps} coil maps; slice 0 shown."),
             ))
             sections.extend(method_secs)
             if cal_curves:
@@ -231,7 +241,8 @@ def run_demo(
             metrics=metrics,
             sections=sections,
             calibration=calibration,
-            intro="Reconstructions of simulated multi-coil acquisitions of the built-in test slices.",
+            intro="Reconstructions of simulated multi-coil acquisitions of the built-in test slices "
+                  "(Colin27, a different brain from the training data).",
             meta={
                 "bayesmri": __version__,
                 "methods": ", ".join(names),
@@ -239,8 +250,11 @@ def run_demo(
                 "slices": n_slices,
                 "samples (sampling methods)": n_samples,
                 "coils": coils,
+                "SNR [dB]": snr,
+                "coil maps": maps,
                 "seed": seed,
                 "device": str(dev),
+                "torch threads": torch.get_num_threads(),
                 "wall time [s]": f"{wall:.1f}",
             },
         )
@@ -250,7 +264,7 @@ def run_demo(
 
 
 def _mask_image(sample) -> torch.Tensor:
-    H, W = sample.target.shape[-2:]
+    H, W = sample.img_shape
     m = sample.mask.detach().cpu().to(torch.float32)
     while m.ndim > 2:
         m = m[0]
@@ -259,6 +273,10 @@ def _mask_image(sample) -> torch.Tensor:
 
 def run(args) -> int:
     progress = not args.no_progress
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     run_demo(
         args.out,
         None if args.methods is None else [m for m in args.methods.split(",")],
@@ -269,6 +287,8 @@ def run(args) -> int:
         size=args.size,
         patterns=_parse_patterns(args.patterns),
         coils=args.coils,
+        snr=args.snr,
+        maps=args.maps,
         progress=progress,
     )
     return 0

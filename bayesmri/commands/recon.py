@@ -94,18 +94,149 @@ def evaluate(mean: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     return {k: v for k, v in out.items() if math.isfinite(v)}
 
 
-def run_method(name: str, sample, *, n_samples: int, seed: int, device, progress: bool):
-    """Run registered method ``name`` on ``sample``; return the result moved to the CPU."""
-    from ..methods import get_method, method_info
+def _accepts(fn, name: str) -> bool:
+    import inspect
+
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        return False
+
+
+def run_method(name: str, samples, *, n_samples: int = 1, seed: int = 0, device="cpu", maps=None,
+               progress: bool = False, on_slice=None):
+    """Run registered method ``name`` on each slice of ``samples`` (a list of ``MRISample``).
+
+    Slice ``i`` gets a generator seeded with ``seed + i``. ``maps`` (``"espirit"``/``"true"``) is
+    passed to methods that take it. ``on_slice()`` is called after each slice (progress bars).
+
+    Returns
+    -------
+    SamplerResult with ``samples (P, S, H, W)``, ``mean (S, H, W)``, ``std (S, H, W)`` or None,
+    ``nfe`` per slice and sample, ``wall_time`` summed over slices (seconds), all on the CPU.
+    """
+    from ..methods import SamplerResult, method_info
 
     info = method_info(name)
-    gen = torch.Generator(device=device).manual_seed(int(seed))
-    res = info.fn(sample, n_samples=n_samples if info.stochastic else 1, generator=gen, device=str(device), progress=progress)
-    for attr in ("samples", "mean", "std"):
-        v = getattr(res, attr, None)
-        if isinstance(v, torch.Tensor):
-            setattr(res, attr, v.detach().cpu())
-    return res
+    P = int(n_samples) if info.stochastic else 1
+    kw = {"maps": maps} if maps is not None and _accepts(info.fn, "maps") else {}
+    dev = torch.device(device)
+    outs = []
+    for i, sample in enumerate(samples):
+        gen = torch.Generator(device=dev).manual_seed(int(seed) + i)
+        outs.append(info.fn(sample, n_samples=P, generator=gen, device=str(dev), progress=progress, **kw))
+        if on_slice is not None:
+            on_slice()
+
+    def cpu(t):
+        return t.detach().cpu() if isinstance(t, torch.Tensor) else t
+
+    smp = torch.stack([cpu(r.samples).reshape(-1, *r.mean.shape[-2:]) for r in outs], dim=1)
+    mean = torch.stack([cpu(r.mean).reshape(r.mean.shape[-2:]) for r in outs])
+    std = None
+    if smp.shape[0] > 1:
+        std = torch.stack([
+            cpu(r.std).reshape(r.mean.shape[-2:]) if r.std is not None else cpu(r.samples).std(0)
+            for r in outs
+        ])
+    nfe = int(max(int(getattr(r, "nfe", 0) or 0) for r in outs))
+    wall = float(sum(float(r.wall_time) for r in outs))
+    return SamplerResult(samples=smp, mean=mean, std=std, nfe=nfe, wall_time=wall)
+
+
+def reference_image(sample, maps: str = "true") -> torch.Tensor:
+    """Ground truth that a reconstruction with coil maps ``maps`` is compared with, ``(H, W)`` complex.
+
+    ``"true"``: the simulated image ``sample.target``. ``"espirit"``: the ESPIRiT coil combination of
+    the noise-free coil images, ``sum_c conj(S_c) x_c`` (fastMRI's definition of a multi-coil
+    target), because ESPIRiT maps carry their own phase reference. No reconstruction is rescaled.
+    """
+    if maps == "espirit" and sample.coil_images is not None:
+        return (sample.maps_espirit.conj() * sample.coil_images).sum(0)
+    if sample.target is None:
+        raise ValueError("sample has no ground truth")
+    return sample.target
+
+
+def schema_row(res, reference: torch.Tensor) -> dict:
+    """One ``metrics.json`` entry (``docs/metrics_schema.md``) for a stacked result."""
+    mean = res.mean.reshape(reference.shape[0], *res.mean.shape[-2:])
+    mean = center_crop(mean, tuple(reference.shape[-2:]))
+    row = evaluate(mean, reference)
+    S, P = int(reference.shape[0]), int(res.samples.shape[0])
+    row.update(time_per_sample_s=float(res.wall_time) / (S * P), nfe=int(res.nfe), n_slices=S, n_samples=P)
+    return row
+
+
+def center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Centre crop of the last two axes to ``size`` (fastMRI's crop of reconstructions)."""
+    H, W = x.shape[-2:]
+    h, w = size
+    if (h, w) == (H, W):
+        return x
+    if h > H or w > W:
+        raise ValueError(f"reference of size {h}x{w} is larger than the reconstruction {H}x{W}")
+    t, l = (H - h) // 2, (W - w) // 2
+    return x[..., t:t + h, l:l + w]
+
+
+def load_h5_samples(path: Path):
+    """Read an undersampled fastMRI-layout file into per-slice ``MRISample`` s.
+
+    The mask is the file's ``mask`` dataset when present and consistent, else the sampled locations
+    of each slice (nonzero k-space). Each slice is normalised by the 95th percentile of its
+    zero-filled RSS (GUIDE section 1). ``reconstruction_rss``/``_esc``, when present, is returned as
+    the magnitude reference in the same normalised units.
+
+    Returns
+    -------
+    samples : list of MRISample; reference : Tensor ``(S, h, w)`` float or None; pattern : str
+    """
+    import h5py
+
+    from ..data import MRISample
+    from ..data.fastmri import read_fastmri_h5
+    from ..data.sample import percentile_scale
+    from ..physics.coils import rss
+    from ..physics.fft import ifft2c
+
+    vol = read_fastmri_h5(path)  # validates layout; one-line ValueError naming the file
+    with h5py.File(path, "r") as f:
+        file_mask = np.asarray(f["mask"][()]) if "mask" in f else None
+    attrs = vol.attrs
+    acs = attrs.get("bayesmri_num_acs", attrs.get("num_low_frequency"))
+    if isinstance(acs, np.ndarray):
+        acs = tuple(int(a) for a in acs.reshape(-1))
+        acs = acs[0] if len(acs) == 1 else acs
+    elif acs is not None:
+        acs = int(acs)
+    samples, refs = [], []
+    for i in range(vol.num_slices):
+        k = vol.read_slice(i)  # (C, H, W)
+        H, W = k.shape[-2:]
+        sampled = (k != 0).any(0)
+        if file_mask is not None and file_mask.shape in ((W,), (H, W)):
+            mask = torch.from_numpy(file_mask.astype(np.float32))
+        elif bool((sampled == sampled[:1]).all()):  # identical rows: a 1-D (phase-encode) pattern
+            mask = sampled[0].to(torch.float32)
+        else:
+            mask = sampled.to(torch.float32)
+        if not bool(mask.any()):
+            raise ValueError(f"{path}: slice {i} has no sampled k-space")
+        scale = percentile_scale(rss(ifft2c(k), dim=-3), 0.95)
+        samples.append(MRISample(kspace=k / scale, img_shape=(H, W), mask=mask, scale=scale, num_acs=acs,
+                                 metadata={"fname": Path(path).name, "slice": i}))
+        ref = vol.read_target(i)
+        if ref is not None:
+            refs.append(ref / scale)
+    reference = torch.stack(refs) if len(refs) == vol.num_slices and refs else None
+    pattern = attrs.get("bayesmri_pattern")
+    R = attrs.get("bayesmri_acceleration")
+    if pattern is not None and R is not None:
+        from .demo import pattern_name
+
+        pattern = pattern_name(str(pattern), round(float(R), 2))
+    return samples, reference, pattern or "input"
 
 
 def write_result(stage: Path, name: str, res, *, array_format: str = "npz", keep_samples: int = 8, voxel_size=(1, 1, 1)):
@@ -148,10 +279,9 @@ def _save_stack_png(path, stack, title, cmap="gray", max_slices=8):
 # --------------------------------------------------------------------------------------------------
 def run(args) -> int:
     from .. import io
-    from ..data import read_fastmri_h5
     from ..methods import method_info
 
-    info = method_info(args.method)  # unknown names fail here, before any file is touched
+    method_info(args.method)  # unknown names fail here, before any file is touched
     if args.samples < 1:
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
     if args.keep_samples < 0:
@@ -160,29 +290,24 @@ def run(args) -> int:
     path = check_input_file(args.input)
     out = args.out if args.out is not None else path.with_name(f"{path.stem}_{args.method}")
 
-    sample = read_fastmri_h5(path)
-    progress = not args.no_progress and sys.stderr.isatty()
-    res = run_method(args.method, sample, n_samples=args.samples, seed=args.seed, device=device, progress=progress)
-    n_slices = int(res.mean.reshape(-1, *res.mean.shape[-2:]).shape[0])
-    P = int(res.samples.shape[0])
-    target = getattr(sample, "target", None)
+    samples, reference, pattern = load_h5_samples(path)
+    progress = not args.no_progress
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(samples), desc=f"recon {args.method}", disable=not progress, file=sys.stderr) as bar:
+        res = run_method(args.method, samples, n_samples=args.samples, seed=args.seed, device=device,
+                         maps="espirit", on_slice=lambda: bar.update(1))
+    S, P = int(res.mean.shape[0]), int(res.samples.shape[0])
     with io.atomic_dir(out) as stage:
         write_result(stage, args.method, res, array_format=args.array_format, keep_samples=args.keep_samples)
-        if target is not None:
-            row = evaluate(res.mean.reshape(target.shape), target)
-            row.update(
-                time_per_sample_s=float(res.wall_time) / (n_slices * P),
-                nfe=int(res.nfe),
-                n_slices=n_slices,
-                n_samples=P,
-            )
-            pattern = getattr(sample, "pattern", None) or "input"
+        if reference is not None:
+            row = schema_row(res, reference)
             io.save_json(stage / "metrics.json", {args.method: {pattern: row}})
             print(
-                f"{args.method} on {path.name} ({n_slices} slices, {P} sample(s)): PSNR {row['psnr']:.2f} dB, "
+                f"{args.method} on {path.name} ({S} slices, {P} sample(s)): PSNR {row['psnr']:.2f} dB, "
                 f"SSIM {row['ssim']:.4f}, NMSE {row['nmse']:.4g}, {row['time_per_sample_s']:.3g} s/sample"
             )
         else:
-            print(f"{args.method} on {path.name}: {n_slices} slices, {P} sample(s), {res.wall_time:.3g} s (no ground truth)")
+            print(f"{args.method} on {path.name}: {S} slices, {P} sample(s), {res.wall_time:.3g} s (no ground truth)")
     print(f"wrote {out}")
     return 0

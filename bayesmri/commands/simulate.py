@@ -1,20 +1,29 @@
 """``bayesmri simulate``: write a fastMRI-layout ``.h5`` of simulated undersampled built-in slices.
 
-The acquisition (smooth random phase, simulated coil maps, complex Gaussian noise at ``--snr`` dB,
-the chosen mask) is simulated per slice by :func:`bayesmri.data.simulate_acquisition`; the file is
-written by :func:`bayesmri.data.write_fastmri_h5` (``kspace``, ``reconstruction_rss``, the mask,
-attributes and the ISMRMRD header), atomically.
+Each slice of the built-in set gets a simulated acquisition (:class:`bayesmri.data.SimulatedBrainDataset`:
+smooth random phase, birdcage coil maps, complex Gaussian noise at ``--snr`` dB, the chosen mask),
+and the file is written by :func:`bayesmri.data.fastmri.write_fastmri_h5` (atomically) with
+
+- ``kspace (slices, coils, H, W)`` complex64 in raw units, zeros off the mask (as fastMRI test files),
+- ``reconstruction_rss (slices, H, W)``: the ground-truth magnitude ``|x|`` in the same raw units,
+- ``mask``: ``(W,)`` for 1-D patterns, ``(H, W)`` for 2-D ones, and the attribute ``num_low_frequency``,
+- ``ismrmrd_header`` and the attributes ``acquisition``, ``max``, ``norm``, plus ``bayesmri_*``
+  attributes recording the simulation (pattern, acceleration, SNR, seed, split, slice indices).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["add_arguments", "run", "simulate_builtin"]
+import numpy as np
+
+__all__ = ["add_arguments", "run", "simulate_builtin", "default_num_acs", "TWO_D_PATTERNS"]
+
+TWO_D_PATTERNS = ("gaussian2d", "poisson")
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--split", default="test", help="built-in split: train, val, test or ood (default: test)")
-    parser.add_argument("--slices", type=int, default=4, help="number of slices (default: 4)")
+    parser.add_argument("--slices", type=int, default=4, help="number of slices, evenly spread (default: 4)")
     parser.add_argument(
         "--pattern", default="gro",
         help="sampling pattern: gro, uniform1d, gaussian1d, gaussian2d, poisson, equispaced (default: gro)",
@@ -22,14 +31,111 @@ def add_arguments(parser) -> None:
     parser.add_argument("--acceleration", type=float, default=4.0, help="acceleration R (default: 4)")
     parser.add_argument("--coils", type=int, default=8, help="simulated receive coils (default: 8)")
     parser.add_argument("--snr", type=float, default=30.0, help="signal-to-noise ratio in dB (default: 30)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of phase, noise and mask (default: 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of phase, noise and masks (default: 0)")
     parser.add_argument("--size", type=int, default=128, help="image size H = W (default: 128)")
     parser.add_argument("--out", type=Path, default=Path("simulated.h5"), help="output .h5 (default: simulated.h5)")
 
 
+def default_num_acs(pattern: str, size: int):
+    """Calibration size used by the CLI: the mask's own default for 1-D patterns; for 2-D patterns
+    a centred ``a x a`` block with ``a = max(12, size // 8)``, large enough for ESPIRiT's 6x6 kernel
+    to find a fully sampled calibration region."""
+    return (max(12, size // 8),) * 2 if pattern in TWO_D_PATTERNS else None
+
+
+def slice_positions(n_total: int, n: int) -> list[int]:
+    """``n`` slice positions evenly spread over the central 40 % of a split (where the brain is)."""
+    if n < 1:
+        raise ValueError(f"number of slices must be >= 1, got {n}")
+    if n > n_total:
+        raise ValueError(f"requested {n} slices but the split has only {n_total}")
+    lo, hi = 0.3 * (n_total - 1), 0.7 * (n_total - 1)
+    pos = sorted({int(round(p)) for p in np.linspace(lo, hi, n)})
+    extra = [i for i in range(n_total) if i not in pos]
+    while len(pos) < n:  # tiny splits: fill from outside the central range
+        pos.append(extra.pop(0))
+    return sorted(pos)
+
+
 def simulate_builtin(split="test", n_slices=4, pattern="gro", acceleration=4.0, coils=8, snr=30.0, seed=0, size=None):
-    raise NotImplementedError
+    """Simulated acquisitions of ``n_slices`` built-in slices: a list of :class:`MRISample`.
+
+    Masks differ per slice (deterministic, from ``seed``); see :class:`SimulatedBrainDataset`.
+    """
+    from ..data import SimulatedBrainDataset, num_slices
+    from ..data.builtin import DEFAULT_SIZE
+    from ..physics.masks import MASK_PATTERNS
+
+    size = DEFAULT_SIZE if size is None else int(size)
+    if pattern not in MASK_PATTERNS:
+        raise ValueError(f"unknown sampling pattern {pattern!r}; available: {', '.join(MASK_PATTERNS)}")
+    if int(coils) < 1:
+        raise ValueError(f"coils must be >= 1, got {coils}")
+    if float(acceleration) < 1:
+        raise ValueError(f"acceleration must be >= 1, got {acceleration}")
+    pos = slice_positions(num_slices(split), int(n_slices))
+    ds = SimulatedBrainDataset(
+        split, size=size, pattern=pattern, acceleration=float(acceleration), ncoils=int(coils),
+        snr_db=float(snr), seed=int(seed), num_acs=default_num_acs(pattern, size), indices=pos,
+    )
+    return [ds[i] for i in range(len(ds))]
 
 
 def run(args) -> int:
-    raise NotImplementedError
+    import torch
+
+    from ..data.fastmri import write_fastmri_h5
+
+    out = Path(args.out)
+    if out.suffix != ".h5":
+        raise ValueError(f"--out must be a .h5 file, got {str(out)!r}")
+    if out.exists() and out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a .h5 file name")
+    samples = simulate_builtin(
+        args.split, args.slices, args.pattern, args.acceleration, args.coils, args.snr, args.seed, args.size
+    )
+    # Raw units (undo the per-slice 95th-percentile normalisation), as a scanner would store them.
+    k = torch.stack([s.kspace * s.scale for s in samples])
+    ref = torch.stack([s.target.abs() * s.scale for s in samples])
+    mask = samples[0].mask
+    same_mask = all(torch.equal(s.mask, mask) for s in samples)
+    acs = default_num_acs(args.pattern, samples[0].img_shape[0])
+    attrs = {
+        "bayesmri_pattern": args.pattern,
+        "bayesmri_acceleration": float(samples[0].metadata.get("acceleration", args.acceleration)),
+        "bayesmri_snr_db": float(args.snr),
+        "bayesmri_seed": int(args.seed),
+        "bayesmri_split": args.split,
+        "bayesmri_slice_positions": np.array([s.metadata["slice"] for s in samples], dtype=np.int64),
+        "bayesmri_noise_sigma": np.array([s.noise_sigma * s.scale for s in samples], dtype=np.float64),
+    }
+    if acs is not None:
+        attrs["bayesmri_num_acs"] = np.array(acs, dtype=np.int64)
+    num_low = None
+    if mask.ndim == 1:
+        num_low = _central_run(mask)
+    write_fastmri_h5(
+        out, k, reconstruction=ref, recon_size=tuple(samples[0].img_shape),
+        acquisition="bayesmri_simulated", mask=mask if same_mask else None, num_low_frequency=num_low,
+        patient_id=f"bayesmri-{args.split}", extra_attrs=attrs,
+    )
+    R = attrs["bayesmri_acceleration"]
+    print(
+        f"wrote {out}: {len(samples)} slices of {args.split}, {k.shape[1]} coils, {k.shape[-2]}x{k.shape[-1]}, "
+        f"{args.pattern} R={R:.3g}, SNR {args.snr:g} dB"
+    )
+    return 0
+
+
+def _central_run(mask) -> int:
+    """Length of the fully sampled run of lines around the centre of a 1-D mask."""
+    m = np.asarray(mask.cpu() if hasattr(mask, "cpu") else mask) > 0
+    c = m.shape[0] // 2
+    if not m[c]:
+        return 0
+    lo, hi = c, c
+    while lo - 1 >= 0 and m[lo - 1]:
+        lo -= 1
+    while hi + 1 < m.shape[0] and m[hi + 1]:
+        hi += 1
+    return hi - lo + 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 
 # name -> (plug-in module, one-line help)
 MODELS = {
@@ -44,10 +45,14 @@ def add_arguments(parser) -> None:
     for name, (mod, help_) in MODELS.items():
         if importlib.util.find_spec(mod) is None:
             continue
-        p = sub.add_parser(name, help=help_, description=help_)
-        module = importlib.import_module(mod)
-        if not hasattr(module, "cli_add_arguments") or not hasattr(module, "cli_run"):
+        try:
+            module = importlib.import_module(mod)
+        except ImportError as exc:  # one broken plug-in must not break the whole CLI
+            print(f"bayesmri train: skipping {name}: {exc}", file=sys.stderr)
             continue
+        if not hasattr(module, "cli_add_arguments") or not hasattr(module, "cli_run"):
+            continue  # a module still being written: not listed yet
+        p = sub.add_parser(name, help=help_, description=help_)
         _common_arguments(p)
         module.cli_add_arguments(p)
         p.set_defaults(_train_run=module.cli_run)

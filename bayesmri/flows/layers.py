@@ -88,13 +88,13 @@ class FixedOrthogonal1x1(InvertibleModule):
         g = torch.Generator().manual_seed(int(seed))
         q, r = torch.linalg.qr(torch.randn(channels, channels, generator=g, dtype=torch.float64))
         q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)  # unique, Haar-distributed
-        self.register_buffer("weight", q.float())
+        self.register_buffer("weight", q)  # float64: orthogonal to 1e-16, cast to the input dtype on use
 
     def forward(self, x, cond=None):
-        return torch.einsum("ij,bjhw->bihw", self.weight, x), _zeros_logdet(x)
+        return torch.einsum("ij,bjhw->bihw", self.weight.to(x.dtype), x), _zeros_logdet(x)
 
     def inverse(self, y, cond=None):
-        return torch.einsum("ji,bjhw->bihw", self.weight, y)
+        return torch.einsum("ji,bjhw->bihw", self.weight.to(y.dtype), y)
 
 
 class Squeeze(InvertibleModule):

@@ -27,6 +27,8 @@ __all__ = ["MODEL_TYPES", "register_model_type", "save_model", "load_model", "re
 # model_type -> "module:attribute" of a class whose constructor takes the JSON "config" as kwargs.
 MODEL_TYPES: dict[str, str] = {
     "score_unet": "bayesmri.priors.score_unet:ScoreUNet",
+    "pogmdm": "bayesmri.priors.pogmdm:PoGMDM",
+    "cnf": "bayesmri.flows.cnf:ConditionalNF",
 }
 
 
@@ -140,7 +142,10 @@ def load_model(name_or_path, device="cpu", dtype: torch.dtype = torch.float32, e
     if mtype not in MODEL_TYPES:
         raise ValueError(f"{js}: unknown model_type {mtype!r}; known: {sorted(MODEL_TYPES)}")
     mod_name, cls_name = MODEL_TYPES[mtype].split(":")
-    cls = getattr(importlib.import_module(mod_name), cls_name)
+    try:
+        cls = getattr(importlib.import_module(mod_name), cls_name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"{js}: model_type {mtype!r} needs {MODEL_TYPES[mtype]}, which is not available: {exc}") from exc
     model = cls(**meta.get("config", {}))
     state = load_file(str(st), device="cpu")
     ref = model.state_dict()

@@ -93,7 +93,9 @@ class PoGMDM(nn.Module):
     n_shears : int
         Shears per cone and scale (5: ``s = -2..2``).
     table_size : int
-        Points of the lookup table used for fast inference (``fast=True``); 0 disables it.
+        Points of the tables of ``f, f', f''`` that the experts are interpolated from (cubic Hermite;
+        ``fast=True``, the default, in training and inference). ``fast=False`` evaluates all ``L``
+        components at every response (exact; used by the tests).
 
     Attributes
     ----------
@@ -109,7 +111,7 @@ class PoGMDM(nn.Module):
     model_type = "pogmdm"
 
     def __init__(self, n_components: int = 125, mean_range: float = 1.0, h_taps: int = 9, p_size: int = 17,
-                 n_shears: int = 5, table_size: int = 4097):
+                 n_shears: int = 5, table_size: int = 1025):
         super().__init__()
         if n_components < 3 or n_components % 2 == 0:
             raise ValueError(f"n_components must be odd and >= 3, got {n_components}")
@@ -263,41 +265,65 @@ class PoGMDM(nn.Module):
             fps.append(fp)
         return torch.cat(fs, 1), torch.cat(fps, 1)
 
-    @torch.no_grad()
-    def _table(self, sigma: float, eta: torch.Tensor):
-        """Lookup tables of ``f_k`` and ``f_k'`` on a uniform grid over ``[-r - 8 s_max, r + 8 s_max]``."""
-        key = (float(sigma), tuple(eta.shape), str(eta.device))
-        if key in self._table_cache:
-            return self._table_cache[key]
-        var = self.expert_variances(float(sigma), eta).to(torch.float64)   # (o,)
-        lim = float(self.config["mean_range"] + 8 * var.max().sqrt())
-        n = self.config["table_size"]
-        grid = torch.linspace(-lim, lim, n, dtype=torch.float64, device=eta.device)
-        logw = torch.log(self.weights().to(torch.float64).clamp_min(1e-30))
-        z = grid.expand(self.n_filters, n)[None]
-        f, fp = self._expert_exact(z, var[None, :, None], logw)
-        out = (f[0].float(), fp[0].float(), lim, (2 * lim) / (n - 1), var.float())
-        if len(self._table_cache) > 64:
-            self._table_cache.clear()
-        self._table_cache[key] = out
-        return out
+    def _expert_exact2(self, z, var, logw):
+        """``f, f', f''`` on a grid ``z (Bv, o, G)``: ``f'' = (1 - Var_r(mu) / var) / var``."""
+        mu = self.mu.to(z.dtype)
+        a = logw[None, :, None, :] - (z[..., None] - mu) ** 2 / (2 * var[..., None])
+        lse = torch.logsumexp(a, dim=-1)
+        r = torch.softmax(a, dim=-1)
+        m = (r * mu).sum(-1)
+        v = (r * mu**2).sum(-1) - m**2
+        f = -lse + 0.5 * torch.log(2 * math.pi * var)
+        return f, (z - m) / var, (1.0 - v / var) / var
 
-    def _expert_table(self, z: torch.Tensor, sigma: float, eta: torch.Tensor):
-        ftab, fptab, lim, step, var = self._table(sigma, eta)
-        o = z.shape[1]
+    def _tables(self, var: torch.Tensor):
+        """Tables of ``f, f', f''`` on a uniform grid over ``[-lim, lim]`` for variances ``var (Bv, o, 1)``."""
+        G = int(self.config["table_size"])
+        lim = float(self.config["mean_range"] + 8 * var.detach().max().sqrt())
+        grid = torch.linspace(-lim, lim, G, dtype=var.dtype, device=var.device)
+        logw = torch.log(self.weights().to(var.dtype).clamp_min(1e-30))
+        z = grid.expand(var.shape[0], self.n_filters, G)
+        if torch.is_grad_enabled():  # (Bv, o, G, L) intermediates are recomputed in the backward pass
+            tabs = checkpoint(self._expert_exact2, z, var, logw, use_reentrant=False)
+        else:
+            tabs = self._expert_exact2(z, var, logw)
+        return tabs, lim, 2 * lim / (G - 1)
+
+    def _expert_table(self, z: torch.Tensor, var: torch.Tensor):
+        """``f_k(z), f_k'(z)`` by cubic Hermite interpolation of exact tables (``f'`` with ``f''``; ``f``
+        with ``f'``): C^1 in ``z`` and differentiable in every parameter. Outside the table the mixture is
+        dominated by its outermost component, so ``f`` continues as a parabola of curvature ``1/var``."""
+        B, o, N = z.shape
+        key = (tuple(var.flatten().tolist()), str(z.device)) if not torch.is_grad_enabled() and var.shape[0] == 1 else None
+        if key is not None and key in self._table_cache:
+            (f_t, fp_t, fpp_t), lim, step = self._table_cache[key]
+        else:
+            (f_t, fp_t, fpp_t), lim, step = self._tables(var)
+            if key is not None:
+                if len(self._table_cache) > 64:
+                    self._table_cache.clear()
+                self._table_cache[key] = ((f_t, fp_t, fpp_t), lim, step)
+        G = f_t.shape[-1]
         zc = z.clamp(-lim, lim)
         pos = (zc + lim) / step
-        i0 = pos.floor().clamp(0, ftab.shape[1] - 2)
+        i0 = pos.detach().floor().clamp(0, G - 2)
         t = pos - i0
-        idx = i0.long() + (torch.arange(o, device=z.device) * ftab.shape[1]).reshape(1, o, 1)
-        ff, fpf = ftab.reshape(-1), fptab.reshape(-1)
-        fp = torch.lerp(fpf[idx], fpf[idx + 1], t)
-        f = torch.lerp(ff[idx], ff[idx + 1], t)
-        # beyond the table the mixture is dominated by its outermost component: f' grows like z / var
+        base = torch.arange(o, device=z.device).reshape(1, o, 1) * G
+        if var.shape[0] > 1:
+            base = base + torch.arange(B, device=z.device).reshape(B, 1, 1) * (o * G)
+        idx = (i0.long() + base).reshape(-1)
+
+        def at(tab, j):
+            return tab.reshape(-1)[idx + j].reshape(B, o, N)
+
+        t2, t3 = t * t, t * t * t
+        h00, h10, h01, h11 = 2 * t3 - 3 * t2 + 1, t3 - 2 * t2 + t, -2 * t3 + 3 * t2, t3 - t2
+        fp0, fp1 = at(fp_t, 0), at(fp_t, 1)
+        fp = h00 * fp0 + h10 * step * at(fpp_t, 0) + h01 * fp1 + h11 * step * at(fpp_t, 1)
+        f = h00 * at(f_t, 0) + h10 * step * fp0 + h01 * at(f_t, 1) + h11 * step * fp1
         excess = z - zc
-        v = var.reshape(1, o, 1)
-        f = f + excess * fp + 0.5 * excess**2 / v
-        fp = fp + excess / v
+        f = f + excess * fp + 0.5 * excess**2 / var
+        fp = fp + excess / var
         return f, fp
 
     # ------------------------------------------------------------------ energy and score
@@ -330,20 +356,18 @@ class PoGMDM(nn.Module):
         Khat, eta = self._spectra(H, W)
         X = torch.fft.fft2(x3.to(torch.float32))
         z = torch.fft.ifft2(X[:, None] * Khat[None]).real.reshape(B, self.n_filters, H * W)
-        use_table = (fast if fast is not None else not torch.is_grad_enabled()) and self.config["table_size"] > 1
-        sig = torch.as_tensor(sigma)
-        if use_table and sig.numel() == 1:
-            f, fp = self._expert_table(z, float(sig), eta)
+        var = self._sigma_var(sigma, B, eta, x3.device)
+        if fast is None or fast:
+            f, fp = self._expert_table(z, var)
         else:
-            var = self._sigma_var(sigma, B, eta, x3.device)
             f, fp = self._expert_chunked(z, var, torch.log(self.weights().clamp_min(1e-30)))
         return x3, squeeze, Khat, f, fp
 
     def energy(self, x: torch.Tensor, sigma, fast: bool | None = None) -> torch.Tensor:
         """``-log p(x, sigma)`` up to the (image-independent) partition function: ``(B,)``.
 
-        ``sigma``: scalar or ``(B,)`` noise std per real component. ``fast`` (default: when no gradient is
-        recorded) evaluates the experts by interpolation in a lookup table (max. rel. error ~1e-5).
+        ``sigma``: scalar or ``(B,)`` noise std per real component. ``fast`` (default True) interpolates
+        the experts from exact tables (cubic Hermite); ``False`` evaluates every component.
         """
         x3, squeeze, _, f, _ = self._core(x, sigma, fast)
         e = f.sum((1, 2))
@@ -368,7 +392,7 @@ class PoGMDM(nn.Module):
 
     def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
         """The score (what the trainer differentiates through)."""
-        return self.score(x, sigma, fast=False)
+        return self.score(x, sigma, fast=True)
 
     def potentials(self, z: torch.Tensor, sigma: float) -> torch.Tensor:
         """``-log psi_k(z, sigma)`` for a grid ``z (N,)``: ``(o, N)`` (for plots, Nagler Fig. 1)."""

@@ -57,7 +57,7 @@ def gaussian_posterior_draw(meas: Measurement, AHy: torch.Tensor, sigma: float, 
                             cg_iter: int = 30, tol: float = 1e-6):
     """Exact draw from the posterior under the flat prior ``N(0, sigma^2 I)`` (paper eq. 9-10).
 
-    Returns ``(x, mean)`` with ``x: (n, *domain)``; ``mean = H^{-1} c/nu^2 A^H y``.
+    Returns ``(x, None)`` with ``x: (n, *domain)`` (mean ``H^{-1} c/nu^2 A^H y``; the second slot is reserved).
     """
     H = _hessian(meas, sigma)
     a = meas.c / meas.sigma**2

@@ -174,6 +174,9 @@ class ScoreMRI(Sampler):
             x = self.sigma_max * white_noise(shape, dtype, ref.device, g)
         self._state["x"] = x
         lams = []
+        # Alg. 5: lambda falls linearly from lam_start to lam_end over the SENSE steps actually run
+        hyb = [j for j in range(i0) if (i0 - 1 - j) % self.hybrid_every == 0]
+        hyb_pos = {j: q for q, j in enumerate(hyb)}
         for j in self._levels(i0, progress):
             i = i0 - 1 - j
             s_hi, s_lo = self.sigma((i + 1) / self.n_levels), self.sigma(i / self.n_levels)
@@ -187,7 +190,7 @@ class ScoreMRI(Sampler):
                 x = self._langevin(x, prior_fn(x, s_lo), xi, split)
                 x = dc(x, lam)
             if mode == "hybrid" and i % self.hybrid_every == 0:
-                frac = j / max(i0 - 1, 1)
+                frac = hyb_pos[j] / max(len(hyb) - 1, 1)
                 lam_j = self.lam_start + (self.lam_end - self.lam_start) * frac
                 lams.append(lam_j)
                 resid = y - op.A((maps.conj() * x).sum(-3))

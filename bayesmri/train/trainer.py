@@ -519,6 +519,8 @@ class Trainer:
                            "grad_norm": f"{gnorm:.6g}", "time_s": f"{time.perf_counter() - t0:.3f}"}
                     row.update({k: f"{v:.6g}" for k, v in logs.items()})
                     self._csv_writer.writerow(row)
+                    if self.step % 10 == 0:
+                        self._csv_file.flush()  # let others follow the run
                     if pbar is not None:
                         pbar.update(1)
                         if self.step % 10 == 0 or self.step == cfg.steps:

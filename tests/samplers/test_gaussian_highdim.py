@@ -53,7 +53,7 @@ def test_broken_noise_scaling_is_detected(problem, scale):
     """The same pULA with the Langevin noise scaled by 1/sqrt(2) or sqrt(2) fails the variance check."""
     prior, meas, mean, var, trC = problem
     s = PULA(n_levels=40, n_steps=1, sigma_max=1.0)
-    s.noise_scale = scale
+    s.noise_scale = scale  # same seed and schedule as test_pula_matches_closed_form
     res = s.sample(meas, prior, P, generator=1)
     _, vr = _metrics(res, mean, var, trC)
     assert not (0.85 < vr < 1.3), vr

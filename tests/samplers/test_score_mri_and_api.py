@@ -65,7 +65,7 @@ def test_score_mri_multicoil_data_consistency(mode):
         assert rms < 1e-5
     if mode == "hybrid":
         lams = res.diagnostics["hybrid_lambdas"]
-        assert lams[0] == pytest.approx(1.0) and lams[-1] == pytest.approx(0.2, abs=0.05)
+        assert lams[0] == pytest.approx(1.0) and lams[-1] == pytest.approx(0.2) and len(lams) == 10
 
 
 def test_ccdf_runs_fewer_levels():

@@ -69,7 +69,7 @@ def test_bart_style_weights_unchanged_by_one_sided_likelihood():
     post = prior.posterior(M, y[0], 0.1)
     assert torch.allclose(post.weights, torch.tensor([0.625, 0.375], dtype=D), atol=1e-12)
     meas = Measurement(y, DenseOperator(M), 0.1)
-    res = PULA(n_levels=60, n_steps=2, sigma_max=5.0).sample(meas, prior, 2000, generator=3)
+    res = PULA(n_levels=150, n_steps=3, sigma_max=5.0).sample(meas, prior, 2000, generator=3)
     frac = (res.samples[:, 1] > 0).double().mean().item()
     assert abs(frac - 0.625) < 0.03, frac
 

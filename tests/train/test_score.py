@@ -80,6 +80,7 @@ def test_augmentation():
 
 
 def test_cli_train_score_runs_and_refuses_to_overwrite(tmp_path, capsys):
+    assert main(["train"]) == 2  # no model named: help, exit status 2
     out = str(tmp_path / "run")
     args = ["train", "score", "--data", "synthetic", "--steps", "2", "--batch-size", "2", "--warmup", "1",
             "--out", out, "--no-progress", "--export-dtype", "float16"]

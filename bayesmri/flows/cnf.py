@@ -1,0 +1,483 @@
+"""Conditional normalising flow with nullspace learning (Wen, Ahmad & Schniter 2023).
+
+Model
+-----
+Measurements: multi-coil k-space ``y = P F x + noise`` with ``x: (B, C, H, W)`` coil images. In the image
+domain the paper's operator ``A = blkdiag(F^H P^T P F)`` (eq. 3, :class:`bayesmri.physics.CoilImageMRI`) is
+an orthogonal projection, so ``A^+ = A`` and ``A^+ y = F^H (M k)`` is the zero-filled coil image ``x_zf``.
+
+* Conditioning network ``g(y)``: a fastMRI UNet on ``x_zf`` (``2C`` real channels) whose output and last
+  feature map feed a feature extractor with one output per flow level (strided convolutions, the level-l
+  output at resolution ``H / 2^(l+1)``).
+* Flow ``h(., g(y))``: multi-scale RealNVP with ``L`` levels; level ``l`` = squeeze -> transition (ActNorm,
+  fixed orthogonal 1x1) -> ``B`` x [ActNorm, fixed orthogonal 1x1, one-sided affine coupling conditioned
+  on the level's features] -> split half of the channels off to the latent (the last level keeps all).
+* Nullspace learning (eqs. 13-18): the flow models ``u = (I - A^+ A) x`` and a sample is
+  ``x = (I - A^+ A) h(z, y) + A^+ y`` (eq. 15), data consistent by construction. ``nullspace=False``
+  trains on ``x`` itself (the ablation of Table 3), sampled with or without the data-consistency step.
+
+Scale: every measurement is divided by ``s`` = the 95th percentile of the RSS of its zero-filled coil
+images (Wen sec. 3.2; never the ground truth) and outputs are multiplied back.
+
+Density: ``ln p(u | y) = ln p_Z(h^{-1}(u, y)) + ln |det dh^{-1}/du|`` (change of variables, in normalised
+units); training minimises it in bits per dimension ``-ln p / (D ln 2)``, ``D = 2 C H W``.
+
+MAP (eqs. 23-27): maximise ``ln p(u | y)`` over the unmeasured k-space coefficients ``c`` of
+``u = F^H (1 - M) c`` (so the estimate stays data consistent), initialised at the posterior mean.
+
+Importing this module registers the method ``cnf`` in :mod:`bayesmri.methods` and the model type ``cnf``
+in :mod:`bayesmri.priors.loading`.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from .._validate import as_generator, check_kspace, check_mask
+from ..physics.fft import fft2c, ifft2c
+from .base import make_base
+from .layers import ActNorm, AffineCoupling, FixedOrthogonal1x1, InvertibleSequential, Squeeze
+from .unet import UNet
+
+__all__ = [
+    "ConditionalNF",
+    "complex_to_channels",
+    "channels_to_complex",
+    "zero_filled_and_scale",
+    "cnf_sample",
+    "cnf_log_posterior",
+    "cnf_map",
+    "load_cnf",
+]
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def complex_to_channels(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` complex -> ``(B, 2C, H, W)`` real, channels ``[re_0, im_0, re_1, im_1, ...]``."""
+    B, C, H, W = x.shape
+    return torch.view_as_real(x).permute(0, 1, 4, 2, 3).reshape(B, 2 * C, H, W)
+
+
+def channels_to_complex(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`complex_to_channels`."""
+    B, C2, H, W = x.shape
+    return torch.view_as_complex(x.reshape(B, C2 // 2, 2, H, W).permute(0, 1, 3, 4, 2).contiguous())
+
+
+def _mask4d(mask: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    check_mask(mask)
+    m = mask.to(torch.float32)
+    if m.ndim == 1:
+        m = m.reshape(1, 1, 1, -1)
+    elif m.ndim == 2:
+        m = m.reshape(1, 1, *m.shape)
+    elif m.ndim == 3:
+        m = m.unsqueeze(1)
+    if m.ndim != 4 or m.shape[-1] != W or m.shape[-2] not in (1, H):
+        raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to k-space (.., {H}, {W})")
+    return m
+
+
+def zero_filled_and_scale(kspace: torch.Tensor, mask: torch.Tensor, percentile: float = 0.95):
+    """Zero-filled coil images ``A^+ y = F^H (M k)`` and the normalisation ``s`` (per item).
+
+    Parameters
+    ----------
+    kspace : ``(B, C, H, W)`` complex multi-coil k-space (values off the mask are ignored).
+    mask : 0/1 mask broadcasting to ``(B, C, H, W)`` (``(W,)``, ``(H, W)``, ``(B, 1, H, W)``, ...).
+
+    Returns
+    -------
+    zf : ``(B, C, H, W)`` complex, ``A^+ y`` in the scale of ``kspace``.
+    scale : ``(B,)`` real, the 95th percentile of ``RSS(zf)`` (Wen sec. 3.2).
+    mask4d : ``(B or 1, 1, H or 1, W)`` float mask.
+    """
+    check_kspace(kspace, "kspace", ndim_min=4)
+    if kspace.ndim != 4:
+        raise ValueError(f"kspace must have shape (B, C, H, W), got {tuple(kspace.shape)}")
+    H, W = kspace.shape[-2:]
+    m = _mask4d(mask.to(kspace.device), H, W)
+    zf = ifft2c(m * kspace)
+    mag = torch.sqrt((zf.real**2 + zf.imag**2).sum(1)).flatten(1)
+    scale = torch.quantile(mag, percentile, dim=1).clamp_min(torch.finfo(mag.dtype).tiny)
+    return zf, scale, m
+
+
+def _project_null(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """``(I - A^+ A) x = F^H (1 - M) F x`` (eqs. 16-17)."""
+    return ifft2c((1.0 - m) * fft2c(x))
+
+
+# ----------------------------------------------------------------------------------------- model
+class ConditionalNF(nn.Module):
+    """The CNF of Wen et al. (see the module docstring).
+
+    Parameters
+    ----------
+    ncoils : int
+        Number of coils ``C``; the flow works on ``2C`` real channels.
+    img_size : (H, W)
+        Both divisible by ``2^num_levels``.
+    num_levels, num_blocks : int
+        ``L`` and ``B`` (paper: 3 and 20).
+    unet_chans, unet_pools : int
+        UNet width of the first level and number of pools (paper / fastMRI: 4 pools).
+    cond_chans : int
+        Channels of each level's conditioning features.
+    hidden : int
+        Width of the coupling subnetworks.
+    clamp : float
+        Soft clamp of the coupling log-scales.
+    base : "gaussian" | "radial"
+        Base distribution over the concatenated latent (:mod:`bayesmri.flows.base`).
+    nullspace : bool
+        Model ``u = (I - A^+A) x`` (True, the paper) or ``x`` itself (ablation).
+    seed : int
+        Seed of the fixed orthogonal 1x1 convolutions.
+    """
+
+    model_type = "cnf"
+
+    def __init__(
+        self,
+        ncoils: int = 8,
+        img_size=(64, 64),
+        num_levels: int = 3,
+        num_blocks: int = 20,
+        unet_chans: int = 32,
+        unet_pools: int = 4,
+        cond_chans: int = 32,
+        hidden: int = 64,
+        clamp: float = 2.0,
+        base: str = "gaussian",
+        nullspace: bool = True,
+        seed: int = 0,
+    ):
+        super().__init__()
+        H, W = (int(img_size[0]), int(img_size[1]))
+        for name, v in (("ncoils", ncoils), ("num_levels", num_levels), ("num_blocks", num_blocks),
+                        ("cond_chans", cond_chans), ("hidden", hidden)):
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if H % 2**num_levels or W % 2**num_levels:
+            raise ValueError(f"img_size {(H, W)} must be divisible by 2^num_levels = {2**num_levels}")
+        self.config = dict(ncoils=ncoils, img_size=[H, W], num_levels=num_levels, num_blocks=num_blocks,
+                           unet_chans=unet_chans, unet_pools=unet_pools, cond_chans=cond_chans, hidden=hidden,
+                           clamp=float(clamp), base=base, nullspace=bool(nullspace), seed=int(seed))
+        self.ncoils, self.img_size, self.num_levels = ncoils, (H, W), num_levels
+        self.nullspace = bool(nullspace)
+        self.base = make_base(base)
+        c0 = 2 * ncoils
+        self.unet = UNet(c0, c0, chans=unet_chans, num_pools=unet_pools)
+        # feature extractor: one stride-2 stage per level, each output feeding the next stage
+        stages, c_in = [], c0 + unet_chans
+        for _ in range(num_levels):
+            stages.append(nn.Sequential(
+                nn.Conv2d(c_in, cond_chans, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
+                nn.Conv2d(cond_chans, cond_chans, 3, padding=1), nn.LeakyReLU(0.2),
+            ))
+            c_in = cond_chans
+        self.extractor = nn.ModuleList(stages)
+        levels, self.z_shapes = [], []
+        c, h, w = c0, H, W
+        for lvl in range(num_levels):
+            c, h, w = 4 * c, h // 2, w // 2
+            layers = [Squeeze(), ActNorm(c), FixedOrthogonal1x1(c, seed=seed * 1000 + lvl * 100)]
+            for b in range(num_blocks):
+                layers += [ActNorm(c), FixedOrthogonal1x1(c, seed=seed * 1000 + lvl * 100 + b + 1),
+                           AffineCoupling(c, cond_chans, hidden, clamp)]
+            levels.append(InvertibleSequential(*layers))
+            if lvl < num_levels - 1:
+                self.z_shapes.append((c - c // 2, h, w))
+                c = c // 2
+            else:
+                self.z_shapes.append((c, h, w))
+        self.levels = nn.ModuleList(levels)
+        self.dim = 2 * ncoils * H * W
+
+    # ------------------------------------------------------------------ conditioning
+    def conditioning(self, zf_real: torch.Tensor):
+        """``g(y)``: UNet output ``(B, 2C, H, W)`` and the per-level features (list of L tensors)."""
+        out, feat = self.unet.forward_features(zf_real)
+        h, conds = torch.cat([out, feat], dim=1), []
+        for stage in self.extractor:
+            h = stage(h)
+            conds.append(h)
+        return out, conds
+
+    # ------------------------------------------------------------------ flow
+    def encode(self, u: torch.Tensor, conds):
+        """Normalising direction ``z = h^{-1}(u, y)``: ``u (B, 2C, H, W)`` -> ``z (B, D)``, ``logdet (B,)``."""
+        zs, logdet, x = [], u.new_zeros(u.shape[0]), u
+        for lvl, (flow, cond) in enumerate(zip(self.levels, conds)):
+            x, ld = flow(x, cond)
+            logdet = logdet + ld
+            if lvl < self.num_levels - 1:
+                k = x.shape[1] // 2
+                zs.append(x[:, k:].flatten(1))
+                x = x[:, :k]
+            else:
+                zs.append(x.flatten(1))
+        return torch.cat(zs, dim=1), logdet
+
+    def decode(self, z: torch.Tensor, conds) -> torch.Tensor:
+        """Generative direction ``u = h(z, y)``: ``z (B, D)`` -> ``(B, 2C, H, W)``."""
+        if z.ndim != 2 or z.shape[1] != self.dim:
+            raise ValueError(f"z must have shape (B, {self.dim}), got {tuple(z.shape)}")
+        sizes = [c * h * w for c, h, w in self.z_shapes]
+        parts = list(torch.split(z, sizes, dim=1))
+        x = None
+        for lvl in reversed(range(self.num_levels)):
+            zl = parts[lvl].reshape(z.shape[0], *self.z_shapes[lvl])
+            x = zl if x is None else torch.cat([x, zl], dim=1)
+            x = self.levels[lvl].inverse(x, conds[lvl])
+        return x
+
+    def log_prob(self, u: torch.Tensor, conds) -> torch.Tensor:
+        """``ln p(u | y)`` in normalised units, ``(B,)``."""
+        z, logdet = self.encode(u, conds)
+        return self.base.log_prob(z) + logdet
+
+    # ------------------------------------------------------------------ training losses
+    def target(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """Flow target: ``(I - A^+A) x`` with nullspace learning, else ``x`` (complex in, complex out)."""
+        return _project_null(x, m) if self.nullspace else x
+
+    def forward(self, x: torch.Tensor, zf: torch.Tensor, mask: torch.Tensor, mode: str = "nll"):
+        """Training loss on a normalised batch (the :class:`bayesmri.train.Trainer` calls this).
+
+        ``x``, ``zf``: ``(B, C, H, W)`` complex ground-truth and zero-filled coil images, already divided
+        by the scale; ``mask`` broadcasting to them. ``mode="mse"``: UNet MSE on the flow target (the
+        pretraining); ``mode="nll"``: negative log-likelihood in bits per dimension. Returns
+        ``(loss, logs)``.
+        """
+        m = mask.to(x.real.dtype)
+        t = complex_to_channels(self.target(x, m))
+        zf_r = complex_to_channels(zf)
+        if mode == "mse":
+            out = self.unet(zf_r)
+            mse = F.mse_loss(out, t)
+            return mse, {"mse": mse.detach()}
+        if mode != "nll":
+            raise ValueError(f"mode must be 'nll' or 'mse', got {mode!r}")
+        out, conds = self.conditioning(zf_r)
+        logp = self.log_prob(t, conds)
+        bpd = -logp.mean() / (self.dim * math.log(2.0))
+        with torch.no_grad():
+            mse = F.mse_loss(out, t)
+        return bpd, {"bpd": bpd.detach(), "unet_mse": mse}
+
+
+# ----------------------------------------------------------------------------------------- inference
+def _prepare(model: ConditionalNF, kspace, mask):
+    zf, scale, m = zero_filled_and_scale(kspace, mask)
+    C, (H, W) = model.ncoils, model.img_size
+    if kspace.shape[1:] != (C, H, W):
+        raise ValueError(f"kspace has shape {tuple(kspace.shape)} but the model expects (B, {C}, {H}, {W})")
+    return zf, scale, m
+
+
+@torch.no_grad()
+def cnf_sample(model: ConditionalNF, kspace: torch.Tensor, mask: torch.Tensor, n_samples: int = 1, *,
+               generator=None, chunk: int = 32, data_consistency: bool = True, blowup: float = 1e3,
+               max_redraws: int = 10, progress: bool = False):
+    """Draw posterior samples of the coil images (eq. 15).
+
+    The conditioning network runs once per measurement; its features are broadcast to the ``P`` samples,
+    which go through the flow in chunks of ``chunk``. A sample is *blown up* if it is not finite or if
+    ``max |h(z)|`` exceeds ``blowup`` (normalised units, where the 95th percentile of the zero-filled RSS is
+    1); such samples are redrawn (at most ``max_redraws`` rounds) and counted.
+
+    Parameters
+    ----------
+    kspace : ``(B, C, H, W)`` complex; mask : 0/1 broadcasting to it.
+
+    Returns
+    -------
+    samples : ``(P, B, C, H, W)`` complex coil images in the scale of ``kspace``.
+    info : dict with ``redrawn`` (number of redrawn samples), ``scale`` ``(B,)``, ``cond_time`` and
+    ``flow_time`` (seconds).
+    """
+    if not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+    if not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+    model.eval()
+    dev = next(model.parameters()).device
+    kspace = kspace.to(dev)
+    gen = as_generator(generator, device=dev)
+    zf, scale, m = _prepare(model, kspace, mask)
+    zf_n = zf / scale.view(-1, 1, 1, 1)
+    t0 = time.perf_counter()
+    _, conds = model.conditioning(complex_to_channels(zf_n))
+    _sync(dev)
+    t_cond = time.perf_counter() - t0
+    Bm = kspace.shape[0]
+    out = torch.empty((n_samples, Bm, *kspace.shape[1:]), dtype=zf.dtype, device=dev)
+    redrawn = 0
+    it = range(0, n_samples, chunk)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="cnf", total=math.ceil(n_samples / chunk))
+    t0 = time.perf_counter()
+    for b in range(Bm):
+        cb = [c[b : b + 1] for c in conds]
+        mb = m if m.shape[0] == 1 else m[b : b + 1]
+        for p0 in (it if b == 0 else range(0, n_samples, chunk)):
+            n = min(chunk, n_samples - p0)
+            cexp = [c.expand(n, *c.shape[1:]) for c in cb]
+            u = model.decode(model.base.sample(n, model.dim, generator=gen, device=dev), cexp)
+            for _ in range(max_redraws):
+                bad = ~torch.isfinite(u).flatten(1).all(1) | (u.abs().flatten(1).nan_to_num(float("inf")).amax(1) > blowup)
+                nb = int(bad.sum())
+                if nb == 0:
+                    break
+                redrawn += nb
+                u[bad] = model.decode(model.base.sample(nb, model.dim, generator=gen, device=dev),
+                                      [c[:nb] for c in cexp])
+            else:
+                warnings.warn(f"cnf: samples still blown up after {max_redraws} redraw rounds", RuntimeWarning)
+            x = channels_to_complex(u)
+            if data_consistency:
+                x = _project_null(x, mb) + zf_n[b : b + 1]
+            out[p0 : p0 + n, b] = x * scale[b]
+    _sync(dev)
+    return out, {"redrawn": redrawn, "scale": scale, "cond_time": t_cond, "flow_time": time.perf_counter() - t0}
+
+
+def _sync(dev):
+    if torch.device(dev).type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def cnf_log_posterior(model: ConditionalNF, x: torch.Tensor, kspace: torch.Tensor, mask: torch.Tensor,
+                      conds=None) -> torch.Tensor:
+    """``ln p(u | y)`` of a hypothesis ``x: (B, C, H, W)`` coil images (scale of ``kspace``), ``(B,)``.
+
+    ``u = (I - A^+A) x / s`` for a nullspace model, ``x / s`` otherwise; the value is in normalised units,
+    i.e. up to the constant ``-D ln s`` that is the same for every hypothesis of one measurement.
+    """
+    model.eval()
+    zf, scale, m = _prepare(model, kspace, mask)
+    if conds is None:
+        with torch.no_grad():
+            _, conds = model.conditioning(complex_to_channels(zf / scale.view(-1, 1, 1, 1)))
+    xs = x / scale.view(-1, 1, 1, 1)
+    u = model.target(xs, m)
+    return model.log_prob(complex_to_channels(u), conds)
+
+
+def cnf_map(model: ConditionalNF, kspace: torch.Tensor, mask: torch.Tensor, init: torch.Tensor, *,
+            steps: int = 200, lr: float = 1e-2, progress: bool = False):
+    """MAP over the unmeasured k-space (eqs. 23-27): ``max_c ln p(u(c) | y)``, ``u = F^H (1 - M) c``.
+
+    ``init``: ``(B, C, H, W)`` coil images (e.g. the posterior mean), scale of ``kspace``. Returns the
+    data-consistent estimate ``x = A^+ y + u`` (scale of ``kspace``) and the log-posterior trace.
+    """
+    model.eval()
+    dev = next(model.parameters()).device
+    zf, scale, m = _prepare(model, kspace.to(dev), mask)
+    s = scale.view(-1, 1, 1, 1)
+    zf_n = zf / s
+    with torch.no_grad():
+        _, conds = model.conditioning(complex_to_channels(zf_n))
+    c = torch.view_as_real((1 - m) * fft2c(init.to(dev) / s)).clone().requires_grad_(True)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.Adam([c], lr=lr)
+    trace = []
+    it = range(steps)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="cnf map")
+    try:
+        for _ in it:
+            u = ifft2c((1 - m) * torch.view_as_complex(c))
+            x = u + zf_n
+            t = model.target(x, m) if model.nullspace else x
+            logp = model.log_prob(complex_to_channels(t), conds)
+            opt.zero_grad()
+            (-logp.sum()).backward()
+            opt.step()
+            trace.append(logp.detach())
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    with torch.no_grad():
+        x = (ifft2c((1 - m) * torch.view_as_complex(c)) + zf_n) * s
+    return x, torch.stack(trace) if trace else torch.empty(0)
+
+
+# ----------------------------------------------------------------------------------------- loading + method
+def load_cnf(name_or_path="cnf64", device="cpu") -> ConditionalNF:
+    """Load shipped (``"cnf64"``) or saved CNF weights (safetensors + JSON)."""
+    from ..priors.loading import load_model
+
+    return load_model(name_or_path, device=device)
+
+
+try:
+    from ..priors.loading import register_model_type
+
+    register_model_type("cnf", "bayesmri.flows.cnf:ConditionalNF")
+except ImportError:  # pragma: no cover
+    pass
+
+
+def _sample_field(sample, *names):
+    for n in names:
+        v = getattr(sample, n, None)
+        if v is not None:
+            return v
+    return None
+
+
+def _cnf_method(sample, *, n_samples=1, generator=None, device="cpu", progress=False, weights="cnf64",
+                chunk=32, combine="espirit", data_consistency=True):
+    """Posterior samples by the CNF (Wen et al.), coil-combined by ``S^H`` (ESPIRiT maps) or RSS."""
+    from ..samplers.base import SamplerResult
+
+    if combine not in ("espirit", "rss"):
+        raise ValueError(f"combine must be 'espirit' or 'rss', got {combine!r}")
+    model = weights if isinstance(weights, ConditionalNF) else load_cnf(weights, device=device)
+    model = model.to(device)
+    k = _sample_field(sample, "kspace")
+    mask = _sample_field(sample, "mask")
+    if k is None or mask is None:
+        raise ValueError("cnf needs a Cartesian sample with .kspace (C, H, W) and .mask")
+    k = k.to(device)
+    if k.ndim == 3:
+        k = k.unsqueeze(0)
+    t0 = time.perf_counter()
+    xs, info = cnf_sample(model, k, mask.to(device), int(n_samples), generator=generator, chunk=chunk,
+                          data_consistency=data_consistency, progress=progress)
+    maps = _sample_field(sample, "espirit_maps", "maps_espirit", "maps", "coil_maps")
+    if combine == "espirit" and maps is not None:
+        maps = maps.to(device)
+        maps = maps.unsqueeze(0) if maps.ndim == 3 else maps
+        imgs = (maps.conj().unsqueeze(0) * xs).sum(2)
+    else:
+        imgs = torch.sqrt((xs.real**2 + xs.imag**2).sum(2)).to(xs.dtype)
+    mean = imgs.mean(0)
+    std = (imgs - mean).abs().std(0) if imgs.shape[0] > 1 else torch.zeros_like(mean.real)
+    _sync(device)
+    return SamplerResult(samples=imgs, mean=mean, std=std, nfe=int(n_samples) + 1,
+                         wall_time=time.perf_counter() - t0,
+                         diagnostics={"redrawn": info["redrawn"], "cond_time": info["cond_time"],
+                                      "flow_time": info["flow_time"], "combine": combine})
+
+
+try:
+    from ..methods import register_method
+
+    register_method("cnf", "conditional normalising flow with nullspace learning (Wen et al.)",
+                    stochastic=True)(_cnf_method)
+except ImportError:  # pragma: no cover
+    pass
