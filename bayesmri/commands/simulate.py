@@ -62,7 +62,7 @@ def simulate_builtin(split="test", n_slices=4, pattern="gro", acceleration=4.0, 
 
     Masks differ per slice (deterministic, from ``seed``); see :class:`SimulatedBrainDataset`.
     """
-    from ..data import SimulatedBrainDataset, num_slices
+    from ..data import num_slices
     from ..data.builtin import DEFAULT_SIZE
     from ..physics.masks import MASK_PATTERNS
 
@@ -74,11 +74,28 @@ def simulate_builtin(split="test", n_slices=4, pattern="gro", acceleration=4.0, 
     if float(acceleration) < 1:
         raise ValueError(f"acceleration must be >= 1, got {acceleration}")
     pos = slice_positions(num_slices(split), int(n_slices))
-    ds = SimulatedBrainDataset(
+    ds = _Dataset(
         split, size=size, pattern=pattern, acceleration=float(acceleration), ncoils=int(coils),
         snr_db=float(snr), seed=int(seed), num_acs=default_num_acs(pattern, size), indices=pos,
     )
     return [ds[i] for i in range(len(ds))]
+
+
+def _Dataset(*args, **kw):
+    from ..data import SimulatedBrainDataset, derive_seed
+    from ..physics.masks import make_mask
+
+    class _SmallSeedMasks(SimulatedBrainDataset):
+        # GRO turns an int seed into a float frame shift, and 63-bit seeds lose their low bits
+        # (every line collapses onto the centre); keep mask seeds below 2**31 until masks.py does.
+        def mask_for(self, pos: int):
+            if self.pattern == "full":
+                return super().mask_for(pos)
+            ms = derive_seed("mask", self.split, self.contrast, pos, self.seed) % (2**31 - 1)
+            return make_mask(self.pattern, (self.size, self.size), self.acceleration, num_acs=self.num_acs,
+                             seed=ms, **self.mask_kwargs)
+
+    return _SmallSeedMasks(*args, **kw)
 
 
 def run(args) -> int:
