@@ -125,3 +125,27 @@ def test_demo_unknown_method(tmp_path, capsys):
     rc, _, err = _run(["demo", "--out", tmp_path / "d", "--methods", "zf,nosuch", "--no-progress"], capsys)
     assert rc != 0 and "nosuch" in err and "available methods: zf" in err
     assert not (tmp_path / "d").exists()
+
+
+def test_method_registry_contract():
+    import torch
+
+    from bayesmri import methods
+    from bayesmri.commands.simulate import simulate_builtin
+
+    names = methods.available_methods()
+    assert names[:4] == ["zf", "sense", "tv", "l1wav"]
+    with pytest.raises(ValueError, match="available methods: zf, sense, tv, l1wav"):
+        methods.get_method("nosuch")
+    with pytest.raises(ValueError, match="already registered"):
+        methods.register_method("tv")(lambda sample, **kw: None)
+    with pytest.raises(ValueError, match="identifier"):
+        methods.register_method("a,b")
+    sample = simulate_builtin("test", 1, "gro", 4, 4, 30.0, 0, 32)[0]
+    with pytest.raises(ValueError, match="unknown option"):
+        methods.get_method("tv")(sample, bogus=1)
+    res = methods.get_method("zf")(sample, maps="true")
+    # zero-filled is the coil combination S^H F^H y of the measured data, one deterministic sample
+    op = sample.operator("true")
+    torch.testing.assert_close(res.mean, op.A_adjoint(sample.y)[0])
+    assert res.samples.shape == (1, 32, 32) and res.std is None and res.nfe == 0

@@ -204,12 +204,10 @@ def load_h5_samples(path: Path):
     with h5py.File(path, "r") as f:
         file_mask = np.asarray(f["mask"][()]) if "mask" in f else None
     attrs = vol.attrs
-    acs = attrs.get("bayesmri_num_acs", attrs.get("num_low_frequency"))
-    if isinstance(acs, np.ndarray):
-        acs = tuple(int(a) for a in acs.reshape(-1))
-        acs = acs[0] if len(acs) == 1 else acs
-    elif acs is not None:
-        acs = int(acs)
+    # 2-D masks: the stored calibration block (the greedy search for the largest fully sampled
+    # region can lock onto a thin strip of a Poisson pattern). 1-D masks: up to 24 x (central run).
+    acs2d = attrs.get("bayesmri_num_acs")
+    acs2d = tuple(int(a) for a in np.asarray(acs2d).reshape(-1)) if acs2d is not None else None
     samples, refs = [], []
     for i in range(vol.num_slices):
         k = vol.read_slice(i)  # (C, H, W)
@@ -224,6 +222,7 @@ def load_h5_samples(path: Path):
         if not bool(mask.any()):
             raise ValueError(f"{path}: slice {i} has no sampled k-space")
         scale = percentile_scale(rss(ifft2c(k), dim=-3), 0.95)
+        acs = acs2d if (mask.ndim == 2 and acs2d is not None and len(acs2d) == 2) else None
         samples.append(MRISample(kspace=k / scale, img_shape=(H, W), mask=mask, scale=scale, num_acs=acs,
                                  metadata={"fname": Path(path).name, "slice": i}))
         ref = vol.read_target(i)

@@ -37,10 +37,13 @@ def add_arguments(parser) -> None:
 
 
 def default_num_acs(pattern: str, size: int):
-    """Calibration size used by the CLI: the mask's own default for 1-D patterns; for 2-D patterns
-    a centred ``a x a`` block with ``a = max(12, size // 8)``, large enough for ESPIRiT's 6x6 kernel
-    to find a fully sampled calibration region."""
-    return (max(12, size // 8),) * 2 if pattern in TWO_D_PATTERNS else None
+    """Calibration size used by the CLI, large enough for ESPIRiT's 6x6 kernel (a calibration width
+    of 8 leaves too few patches and gives empty maps): for 1-D patterns ``max(10, round(0.04 size))``
+    central lines (13 at 320, as Wen et al. for knees); for 2-D patterns a centred ``a x a`` block
+    with ``a = max(12, size // 8)``."""
+    if pattern in TWO_D_PATTERNS:
+        return (max(12, size // 8),) * 2
+    return max(10, round(0.04 * size))
 
 
 def slice_positions(n_total: int, n: int) -> list[int]:
@@ -74,9 +77,13 @@ def simulate_builtin(split="test", n_slices=4, pattern="gro", acceleration=4.0, 
     if float(acceleration) < 1:
         raise ValueError(f"acceleration must be >= 1, got {acceleration}")
     pos = slice_positions(num_slices(split), int(n_slices))
+    acs = default_num_acs(pattern, size)
+    # ESPIRiT calibrates on at most num_acs x num_acs; a 1-D mask is fully sampled along H, so let
+    # the region grow to 24 x 24 (BART's default) over the central run, not acs x acs.
+    esp = {"num_acs": min(24, size)} if pattern not in TWO_D_PATTERNS else None
     ds = _Dataset(
         split, size=size, pattern=pattern, acceleration=float(acceleration), ncoils=int(coils),
-        snr_db=float(snr), seed=int(seed), num_acs=default_num_acs(pattern, size), indices=pos,
+        snr_db=float(snr), seed=int(seed), num_acs=acs, indices=pos, espirit_options=esp,
     )
     return [ds[i] for i in range(len(ds))]
 

@@ -310,6 +310,7 @@ def save_cinn(model: ConditionalINN, stem, metadata: dict | None = None) -> Path
         os.close(fd)
         try:
             writer(tmp)
+            os.chmod(tmp, 0o644)
             os.replace(tmp, str(stem) + suffix)
         finally:
             if os.path.exists(tmp):
@@ -329,3 +330,63 @@ def load_cinn(stem, device="cpu") -> tuple[ConditionalINN, dict]:
     model = build_cinn(meta["model_type"], meta["config"])
     model.load_state_dict(load_file(str(w_path), device=str(device)))
     return model.to(device).eval(), meta
+
+
+# ---------------------------------------------------------------------------------------------- method
+#: Shipped single-coil MRI cINN (64 x 64, uniform random columns R = 4 with 8 % ACS).
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "cinn_mri64"
+
+
+def _register():
+    try:
+        from ..methods import SamplerResult, register_method
+    except ImportError:  # pragma: no cover - registry not available
+        return
+
+    @register_method("cinn", "conditional invertible network (Denker et al.): mean of P flow samples", stochastic=True)
+    def cinn_method(sample, *, n_samples=1, generator=None, device="cpu", progress=False, weights=None, **options):
+        """Posterior samples from the MRI cINN, conditioned on the zero-filled image ``A^H y``.
+
+        The inversion layer is the sample's own adjoint (coil-combined zero-filled image for multi-coil
+        data, ``F^H P^T y`` for single-coil), scaled by its 95th-percentile magnitude as in training. The
+        shipped model is 64 x 64: other sizes are resampled to 64 x 64 and back (recorded in
+        ``diagnostics["resampled_from"]``); it was trained with one fixed mask (see its JSON).
+        Returns magnitude images as complex64 in the scale of ``sample.kspace``.
+        """
+        import time
+
+        import torch.nn.functional as F
+
+        if options:
+            raise ValueError(f"method 'cinn' got unknown option(s) {', '.join(sorted(options))}; allowed: weights")
+        if not isinstance(n_samples, int) or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+        t0 = time.perf_counter()
+        model, meta = load_cinn(weights or DEFAULT_WEIGHTS, device=device)
+        op = sample.operator(device=device)
+        y = sample.kspace.to(device)
+        if y.ndim == len(op.range_shape):
+            y = y.unsqueeze(0)
+        with torch.no_grad():
+            zf = op.A_adjoint(y)  # (B, H, W) complex
+            H, W = zf.shape[-2:]
+            c = torch.stack([zf.real, zf.imag], 1).float()
+            diag = {"weights": str(weights or DEFAULT_WEIGHTS)}
+            if (H, W) != model.img_shape:
+                c = F.interpolate(c, size=model.img_shape, mode="bilinear", antialias=True, align_corners=False)
+                diag["resampled_from"] = [int(H), int(W)]
+            scale = torch.quantile(c.norm(dim=1).flatten(1), 0.95, dim=1).clamp_min(1e-12)[:, None, None, None]
+            g = as_generator(generator)
+            xs = model.sample(c / scale, n_samples, generator=g) * scale  # (P, B, 1, h, w)
+            P, B = xs.shape[:2]
+            xs = xs.reshape(P * B, 1, *model.img_shape)
+            if (H, W) != model.img_shape:
+                xs = F.interpolate(xs, size=(H, W), mode="bicubic", align_corners=False)
+            xs = xs.reshape(P, B, H, W).to(torch.complex64)
+        mean = xs.mean(0)
+        std = xs.real.std(0) if P > 1 else None
+        return SamplerResult(samples=xs, mean=mean, std=std, nfe=P, wall_time=time.perf_counter() - t0,
+                             diagnostics=diag)
+
+
+_register()

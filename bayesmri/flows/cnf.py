@@ -248,13 +248,16 @@ class ConditionalNF(nn.Module):
         """Flow target: ``(I - A^+A) x`` with nullspace learning, else ``x`` (complex in, complex out)."""
         return _project_null(x, m) if self.nullspace else x
 
-    def forward(self, x: torch.Tensor, zf: torch.Tensor, mask: torch.Tensor, mode: str = "nll"):
+    def forward(self, x: torch.Tensor, zf: torch.Tensor, mask: torch.Tensor, mode: str = "nll",
+                noise: torch.Tensor | None = None):
         """Training loss on a normalised batch (the :class:`bayesmri.train.Trainer` calls this).
 
         ``x``, ``zf``: ``(B, C, H, W)`` complex ground-truth and zero-filled coil images, already divided
         by the scale; ``mask`` broadcasting to them. ``mode="mse"``: UNet MSE on the flow target (the
-        pretraining); ``mode="nll"``: negative log-likelihood in bits per dimension. Returns
-        ``(loss, logs)``.
+        pretraining); ``mode="nll"``: negative log-likelihood in bits per dimension. ``noise``: an optional
+        real ``(B, 2C, H, W)`` perturbation added to the flow target (dequantisation: the target is
+        exactly zero on the measured k-space and on the image background, directions along which an
+        unperturbed NLL is unbounded below). Returns ``(loss, logs)``.
         """
         m = mask.to(x.real.dtype)
         t = complex_to_channels(self.target(x, m))
@@ -266,7 +269,7 @@ class ConditionalNF(nn.Module):
         if mode != "nll":
             raise ValueError(f"mode must be 'nll' or 'mse', got {mode!r}")
         out, conds = self.conditioning(zf_r)
-        logp = self.log_prob(t, conds)
+        logp = self.log_prob(t if noise is None else t + noise, conds)
         bpd = -logp.mean() / (self.dim * math.log(2.0))
         with torch.no_grad():
             mse = F.mse_loss(out, t)

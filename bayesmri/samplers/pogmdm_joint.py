@@ -257,7 +257,13 @@ class JointPoGMDM:
         finally:
             if pbar is not None:
                 pbar.close()
+        # A(x, S) = A(a x, S / a) for any pixel-wise a != 0: report the representative with
+        # sum_c |S_c|^2 = 1 (the ESPIRiT normalisation), i.e. x * ||S(r)|| and S / ||S(r)||.
+        nrm = (maps.abs() ** 2).sum(1).sqrt()
+        x = x * nrm
+        maps = maps / nrm[:, None].clamp_min(1e-12)
         maps_mean = maps.mean(0)
+        maps_mean = maps_mean / (maps_mean.abs() ** 2).sum(0, keepdim=True).sqrt().clamp_min(1e-12)
         mmse = x.mean(0, keepdim=True)
         x_map = self._map(mmse, maps_mean[None], yn, mask) if self.map_steps > 0 else mmse
         wall = time.perf_counter() - t0

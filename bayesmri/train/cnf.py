@@ -4,7 +4,8 @@ Two phases, each a :class:`bayesmri.train.Trainer` run with its own checkpoint (
 
 1. ``OUT/pretrain``: the UNet of the conditioning network by MSE on the flow target (the nullspace part
    ``(I - A^+A) x`` with nullspace learning, else ``x``), ``--pretrain-steps`` steps;
-2. ``OUT``: joint NLL (bits per dimension) of flow + feature extractor + UNet, ``--steps`` steps, exported
+2. ``OUT``: joint NLL (bits per dimension) of flow + feature extractor + UNet on the target plus
+   ``N(0, 0.01^2)`` dequantisation noise (``--train-noise``), ``--steps`` steps, exported
    as ``OUT/model_ema.safetensors`` + ``.json``.
 
 Data (:class:`CNFDataset`): built-in magnitude slices (``bayesmri.data.load_slices``) turned into
@@ -24,7 +25,7 @@ from torch.utils.data import Dataset
 from ..flows.cnf import ConditionalNF, zero_filled_and_scale
 from ..physics.fft import fft2c, ifft2c
 
-__all__ = ["CNFDataset", "simulate_coil_acquisition", "smooth_phase", "cnf_loss", "cnf_pretrain_loss",
+__all__ = ["CNFDataset", "simulate_coil_acquisition", "smooth_phase", "CNFLoss", "cnf_loss", "cnf_pretrain_loss",
            "data_init", "cli_add_arguments", "cli_run", "SIZES"]
 
 #: model sizes: "small" fits a CPU run of minutes at 64x64; "paper" is Wen et al.'s L = 3, B = 20.
@@ -98,9 +99,28 @@ class CNFDataset(Dataset):
         return {"x": x / s, "zf": zf[0] / s, "mask": mask}
 
 
-def cnf_loss(model, batch, generator):
-    """Joint NLL in bits per dimension (Trainer ``loss_fn``)."""
-    return model(batch["x"], batch["zf"], batch["mask"], mode="nll")
+class CNFLoss:
+    """Joint NLL in bits per dimension (Trainer ``loss_fn``), target perturbed by ``N(0, noise_std^2)``.
+
+    The perturbation (dequantisation, as Denker et al.'s training noise) keeps the NLL bounded: the
+    nullspace target is exactly zero on the measured k-space and the images on their background.
+    """
+
+    def __init__(self, noise_std: float = 0.01):
+        if not noise_std >= 0:
+            raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+        self.noise_std = float(noise_std)
+
+    def __call__(self, model, batch, generator):
+        x = batch["x"]
+        noise = None
+        if self.noise_std > 0:
+            B, C, H, W = x.shape
+            noise = self.noise_std * torch.randn(B, 2 * C, H, W, generator=generator, device=x.device)
+        return model(x, batch["zf"], batch["mask"], mode="nll", noise=noise)
+
+
+cnf_loss = CNFLoss(0.0)
 
 
 def cnf_pretrain_loss(model, batch, generator):
@@ -131,6 +151,8 @@ def cli_add_arguments(parser) -> None:
     parser.add_argument("--base", default="gaussian", choices=["gaussian", "radial"])
     parser.add_argument("--no-nullspace", action="store_true", help="ablation: model x instead of (I - A^+A) x")
     parser.add_argument("--pretrain-steps", type=int, default=200, help="UNet MSE pretraining steps (0 = none)")
+    parser.add_argument("--train-noise", type=float, default=0.01,
+                        help="std of the dequantisation noise on the flow target (normalised units, default 0.01)")
     parser.add_argument("--export-dtype", default="float32", choices=["float32", "float16"])
 
 
@@ -154,7 +176,8 @@ def cli_run(args, cfg) -> int:
     out = Path(args.out)
     meta = {"cnf": {"acceleration": args.acceleration, "pattern": "gro", "image_size": [size, size],
                     "normalisation": "95th percentile of the zero-filled RSS", "data": "builtin train",
-                    "pretrain_steps": args.pretrain_steps, "size_preset": args.size_preset}}
+                    "pretrain_steps": args.pretrain_steps, "size_preset": args.size_preset,
+                    "train_noise": args.train_noise}}
     joint_ckpt = out / "checkpoint.pt"
     if args.pretrain_steps > 0 and not joint_ckpt.exists():
         data_init(model, data)
@@ -165,7 +188,7 @@ def cli_run(args, cfg) -> int:
         model = pre.model
     elif not joint_ckpt.exists():
         data_init(model, data)
-    trainer = Trainer(model, cnf_loss, data, out, cfg, resume=args.resume or joint_ckpt.exists(),
+    trainer = Trainer(model, CNFLoss(args.train_noise), data, out, cfg, resume=args.resume or joint_ckpt.exists(),
                       export_metadata=meta)
     res = trainer.fit(export=False)
     dtype = torch.float16 if args.export_dtype == "float16" else None

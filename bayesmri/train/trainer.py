@@ -506,8 +506,10 @@ class Trainer:
                 pbar = tqdm(total=cfg.steps, initial=self.step, desc="train", dynamic_ncols=True)
             while self.step < cfg.steps:
                 loss, logs, gnorm = self.train_step()
-                flag = torch.tensor([loss, float(self._stop)], dtype=torch.float64)
                 if self.dist.enabled:
+                    # NCCL reduces CUDA tensors only; gloo takes CPU tensors.
+                    dev = self.device if dist.get_backend() == "nccl" else "cpu"
+                    flag = torch.tensor([loss, float(self._stop)], dtype=torch.float64, device=dev)
                     dist.all_reduce(flag)  # mean loss for the log; any rank's stop request stops all
                     loss = float(flag[0]) / self.dist.world_size
                     self._stop = bool(flag[1] > 0)

@@ -6,7 +6,7 @@ import torch
 from bayesmri.flows.cnf import (ConditionalNF, channels_to_complex, cnf_log_posterior, cnf_map, cnf_sample,
                                 complex_to_channels, zero_filled_and_scale)
 from bayesmri.physics import CoilImageMRI, make_mask
-from bayesmri.physics.fft import fft2c
+from bayesmri.physics.fft import fft2c, ifft2c
 
 TINY = dict(ncoils=2, img_size=(8, 8), num_levels=3, num_blocks=1, unet_chans=4, unet_pools=2, cond_chans=3,
             hidden=6, clamp=2.0)
@@ -118,7 +118,7 @@ def test_nullspace_switch_changes_target():
 def test_training_reduces_nll_and_saves(tmp_path):
     from bayesmri.priors.loading import load_model
     from bayesmri.train import Trainer
-    from bayesmri.train.cnf import CNFDataset, cnf_loss, data_init
+    from bayesmri.train.cnf import CNFDataset, CNFLoss, data_init
 
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
@@ -130,7 +130,7 @@ def test_training_reduces_nll_and_saves(tmp_path):
     assert float(torch.quantile(rss, 0.95)) == pytest.approx(1.0, rel=1e-5)  # normalised by the measurement
     m = ConditionalNF(**TINY)
     data_init(m, data)
-    tr = Trainer(m, cnf_loss, data, tmp_path / "run", steps=40, batch_size=4, lr=3e-3, warmup_steps=0,
+    tr = Trainer(m, CNFLoss(0.01), data, tmp_path / "run", steps=40, batch_size=4, lr=3e-3, warmup_steps=0,
                  checkpoint_every=20, progress=False)
     res = tr.fit()
     import csv
@@ -173,3 +173,20 @@ def test_bad_input():
         cnf_sample(m, torch.zeros(1, 3, 8, 8, dtype=torch.complex64) + y[:, :1], mask, 1)  # wrong coil count
     with pytest.raises(ValueError):
         m(x, x, mask.reshape(1, 1, 1, -1), mode="bogus")
+
+
+def test_cnf_loss_noise_is_seeded():
+    from bayesmri.train.cnf import CNFLoss
+
+    torch.manual_seed(0)
+    m = ConditionalNF(**TINY).eval()
+    x, _, mask = _measurement()
+    m4 = mask.reshape(1, 1, 1, -1)
+    batch = {"x": x, "zf": ifft2c(m4 * fft2c(x)), "mask": m4}
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    clean = float(m(x, batch["zf"], m4, mode="nll")[0])
+    assert float(CNFLoss(0.0)(m, batch, g())[0]) == clean
+    a, b = float(CNFLoss(0.1)(m, batch, g())[0]), float(CNFLoss(0.1)(m, batch, g())[0])
+    assert a == b and a != clean  # the perturbation is applied and reproducible from the step generator
+    with pytest.raises(ValueError):
+        CNFLoss(-1.0)

@@ -1,0 +1,222 @@
+"""A trained VE-SDE score network behind the samplers (Chung & Ye 2022; Holliber, Uecker et al. 2025).
+
+:class:`ScorePrior` turns a network with ``score(x, sigma)`` on real single-channel images (e.g.
+:class:`bayesmri.priors.score_unet.ScoreUNet`, trained on magnitude slices each divided by its 95th
+percentile) into a prior for :mod:`bayesmri.samplers` at the **intensity scale of the data**:
+
+    s_data(x, sigma) = s_net(x / a, sigma / a) / a                                         (1)
+
+which is the exact score of the prior of ``a X`` when ``X`` follows the network's prior
+(``p_aX(x) = p_X(x / a) / a^n``, and the diffusion noise ``sigma`` on ``a X`` is ``sigma / a`` on
+``X``). ``a`` is estimated from the measured data only (:func:`data_scale`: the 95th percentile of
+the magnitude of a least-squares reconstruction ``A^+ y``), never from the ground truth.
+
+Complex images ``x = u + i v`` get ``s(u) + i s(v)`` (Chung & Ye Alg. 3) in **one** network call on
+the batch ``[u; v]`` of size ``2P`` (one NFE, as :class:`~bayesmri.samplers.base.ComplexSplitScore`).
+``sigma`` is per real component (``docs/samplers.md``). Evaluation runs under ``torch.no_grad`` on
+the network's device, in chunks of at most ``chunk_size`` images, and returns on the input's device.
+
+:func:`sample_prior` draws unconditional samples (reverse-diffusion predictor + Langevin corrector,
+Song et al. 2021 / Chung & Ye Alg. 1 without data consistency).
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+
+from .base import batch_norm, geometric_sigmas, white_noise
+
+__all__ = ["ScorePrior", "load_default_score_prior", "data_scale", "sample_prior", "DEFAULT_SCORE_WEIGHTS"]
+
+DEFAULT_SCORE_WEIGHTS = "score_small64"
+
+
+class ScorePrior:
+    """Score prior from a network, at the data's intensity scale (eq. 1 of the module docstring).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Has ``score(x, sigma)`` for real ``x: (B, H, W)`` (per-real-component ``sigma``; a scalar
+        or ``(B,)``), e.g. ``ScoreUNet``. Put in eval mode; its device is used for evaluation.
+    scale : float
+        ``a``: image intensity of the data relative to the training normalisation (1 = data
+        normalised like the training images). See :func:`data_scale` and :meth:`with_scale`.
+    chunk_size : int, optional
+        Largest batch passed to the network at once (memory bound); default: all at once.
+    sigma_range : (float, float), optional
+        Noise levels the network was trained on (network units); read from ``model.meta["prior"]``
+        when present. Only reported (``sigma_range``) and used for defaults; not enforced.
+
+    Notes
+    -----
+    ``score`` accepts real ``(B, H, W)`` / ``(B, 1, H, W)`` or complex ``(B, H, W)`` tensors and
+    returns a tensor of the same shape and dtype. ``calls`` counts network calls (one per ``score``).
+    """
+
+    def __init__(self, model, scale: float = 1.0, chunk_size: int | None = None, sigma_range=None):
+        if not hasattr(model, "score") or not callable(model.score):
+            raise TypeError(f"model must have score(x, sigma), got {type(model).__name__}")
+        scale = float(scale)
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+        if chunk_size is not None and int(chunk_size) < 1:
+            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+        self.model = model
+        self.scale = scale
+        self.chunk_size = None if chunk_size is None else int(chunk_size)
+        if sigma_range is None:
+            meta = getattr(model, "meta", None) or {}
+            pr = meta.get("prior", {}) if isinstance(meta, dict) else {}
+            if "sigma_min" in pr and "sigma_max" in pr:
+                sigma_range = (float(pr["sigma_min"]), float(pr["sigma_max"]))
+        self.sigma_range = None if sigma_range is None else (float(sigma_range[0]), float(sigma_range[1]))
+        self.calls = 0
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.model.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        for p in self.model.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return torch.float32
+
+    def with_scale(self, scale: float) -> "ScorePrior":
+        """The same network at another intensity scale (shares the model; no copy)."""
+        return ScorePrior(self.model, scale, self.chunk_size, self.sigma_range)
+
+    def sigma_max_data(self) -> float | None:
+        """The largest trained noise level in the data's units (``a * sigma_max``), if known."""
+        return None if self.sigma_range is None else self.sigma_range[1] * self.scale
+
+    def _net_score(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        """Network score on real ``x: (N, H, W)`` in network units, chunked, on the model's device."""
+        dev, dt = self.device, self.dtype
+        xin = x.to(device=dev, dtype=dt)
+        n = xin.shape[0]
+        cs = self.chunk_size or n
+        with torch.no_grad():
+            outs = [self.model.score(xin[i:i + cs], float(sigma)) for i in range(0, n, cs)]
+        return torch.cat(outs, 0) if len(outs) > 1 else outs[0]
+
+    def score(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        """``grad log p_sigma(x)`` at the data's scale (real components; see module docstring)."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        sigma = float(sigma)
+        if not (math.isfinite(sigma) and sigma > 0):
+            raise ValueError(f"sigma must be a positive finite number, got {sigma!r}")
+        shape4 = x.ndim == 4
+        if shape4:
+            if x.shape[1] != 1:
+                raise ValueError(f"x must be (B, H, W) or (B, 1, H, W), got {tuple(x.shape)}")
+            x3 = x[:, 0]
+        elif x.ndim == 3:
+            x3 = x
+        else:
+            raise ValueError(f"x must be (B, H, W) or (B, 1, H, W), got {tuple(x.shape)}")
+        a = self.scale
+        self.calls += 1
+        if x3.is_complex():
+            n = x3.shape[0]
+            s = self._net_score(torch.cat([x3.real, x3.imag], 0) / a, sigma / a) / a
+            s = s.to(device=x.device, dtype=x3.real.dtype)
+            out = torch.complex(s[:n], s[n:])
+        else:
+            out = (self._net_score(x3 / a, sigma / a) / a).to(device=x.device, dtype=x3.dtype)
+        return out[:, None] if shape4 else out
+
+    def denoise(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        """Tweedie denoiser ``x + sigma^2 score(x, sigma)``."""
+        return x + float(sigma) ** 2 * self.score(x, sigma)
+
+
+def data_scale(op, y: torch.Tensor, q: float = 0.95, n_iter: int = 10, lam: float = 1e-3) -> float:
+    """Intensity scale of the image behind ``y``, from the measured data only.
+
+    The ``q`` quantile of ``|x_ls|``, ``x_ls`` = regularised least squares
+    ``argmin ||A x - y||^2 + lam ||x||^2`` by ``n_iter`` CG iterations from 0 (the same statistic as
+    the training normalisation, each slice divided by its 95th percentile magnitude). Works for any
+    operator (Cartesian, non-Cartesian). Returns 1.0 for an all-zero measurement.
+    """
+    from ..physics.linop import conjugate_gradient
+
+    if not 0 < q < 1:
+        raise ValueError(f"q must be in (0, 1), got {q}")
+    with torch.no_grad():
+        rhs = op.A_adjoint(y)
+        x = conjugate_gradient(lambda v: op.normal(v) + lam * v, rhs, None, max_iter=int(n_iter), tol=1e-8)
+        m = x.abs().reshape(-1).double().cpu()
+    s = float(torch.quantile(m, q))
+    return s if s > 0 and math.isfinite(s) else 1.0
+
+
+@lru_cache(maxsize=4)
+def _load_cached(name: str, device: str):
+    from ..priors.loading import load_model
+
+    return load_model(name, device=device)
+
+
+def load_default_score_prior(name: str = DEFAULT_SCORE_WEIGHTS, device="cpu", scale: float = 1.0,
+                             chunk_size: int | None = None) -> ScorePrior:
+    """:class:`ScorePrior` of shipped weights (``bayesmri/weights/<name>.safetensors|.json``) or a path.
+
+    Loads with :func:`bayesmri.priors.loading.load_model` (safetensors + JSON, no pickles, no network);
+    the model is cached per ``(name, device)``. ``FileNotFoundError`` names the shipped weights if
+    ``name`` does not exist.
+    """
+    model = _load_cached(str(name), str(torch.device(device)))
+    return ScorePrior(model, scale=scale, chunk_size=chunk_size)
+
+
+def sample_prior(prior, n: int, shape, n_levels: int = 200, sigma_max: float = 10.0, sigma_min: float = 0.01,
+                 n_corrector: int = 1, snr: float = 0.16, denoise_last: bool = True, generator=None,
+                 dtype=torch.float32, device="cpu", progress: bool = False) -> torch.Tensor:
+    """Unconditional samples of a score prior: reverse-diffusion predictor-corrector, no likelihood.
+
+    VE-SDE, ``sigma_i`` geometric from ``sigma_max`` to ``sigma_min`` (Chung & Ye eq. 19). From
+    ``x ~ N(0, sigma_max^2 I)``, for each level: predictor ``x + (s_{i+1}^2 - s_i^2) s(x, s_{i+1}) +
+    sqrt(s_{i+1}^2 - s_i^2) xi`` (eq. 11), then ``n_corrector`` Langevin steps with
+    ``eps = 2 (snr ||xi|| / ||s||)^2`` (eq. 15). ``denoise_last`` returns the Tweedie estimate at
+    ``sigma_min`` (removes the last noise; Song et al.'s ``denoise=True``). NFE = ``n_levels (1 +
+    n_corrector) + denoise_last``.
+
+    Returns
+    -------
+    Tensor ``(n, *shape)`` of ``dtype`` (real, or complex for a complex dtype).
+    """
+    from .._validate import as_generator
+
+    if n < 1 or n_levels < 1 or n_corrector < 0:
+        raise ValueError("n >= 1, n_levels >= 1 and n_corrector >= 0 are required")
+    g = as_generator(generator, device=device)
+    sig = geometric_sigmas(sigma_max, sigma_min, n_levels).tolist()
+    levels = [float(sigma_max)] + sig
+    full = (int(n), *tuple(shape))
+    x = float(sigma_max) * white_noise(full, dtype, device, g)
+    it = range(n_levels)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="prior samples", leave=False)
+    with torch.no_grad():
+        for i in it:
+            hi, lo = levels[i], levels[i + 1]
+            d2 = hi**2 - lo**2
+            x = x + d2 * prior.score(x, hi) + math.sqrt(d2) * white_noise(full, dtype, device, g)
+            for _ in range(n_corrector):
+                s = prior.score(x, lo)
+                xi = white_noise(full, dtype, device, g)
+                eps = 2 * (snr * batch_norm(xi) / batch_norm(s).clamp_min(1e-30)) ** 2
+                x = x + eps * s + torch.sqrt(2 * eps) * xi
+        if denoise_last:
+            x = x + levels[-1] ** 2 * prior.score(x, levels[-1])
+    return x

@@ -1,0 +1,182 @@
+"""Registers the diffusion-prior posterior samplers as methods (``bayesmri recon --method ...``, demo).
+
+Importing this module registers (see :mod:`bayesmri.methods`):
+
+- ``pula``: exact-likelihood preconditioned ULA (:class:`~bayesmri.samplers.PULA`; Holliber,
+  Uecker et al. 2025, BART ``sample --posterior``);
+- ``ula-annealed``: ULA with the annealed likelihood of Jalal et al. (:class:`~bayesmri.samplers.AnnealedULA`);
+- ``score-mri``: Score-MRI predictor-corrector (:class:`~bayesmri.samplers.ScoreMRI`, Chung & Ye 2022,
+  Alg. 3 on the SENSE model, CCDF start).
+
+All three use the learned VE-SDE prior (:func:`~bayesmri.samplers.learned.load_default_score_prior`,
+weights ``score_small64``) at the data's intensity scale ``a`` = 95th percentile of ``|A^+ y|``
+(:func:`~bayesmri.samplers.learned.data_scale`; measured data only). **Noise levels** in the options
+(``sigma_max``, ``sigma_min``) are in the units of the training images (95th percentile 1) and are
+multiplied by ``a``. The measurement noise is ``sample.noise_sigma`` (per complex k-space sample),
+or, when that is 0 (unknown, e.g. real data), estimated from the outer 2 % of the sampled k-space
+(:func:`estimate_noise_sigma`; an overestimate by up to 2x on small simulated images).
+
+Options common to the three methods: ``maps`` ("espirit"|"true"), ``prior`` (a
+:class:`~bayesmri.samplers.learned.ScorePrior`, a network with ``score``, or ``None`` for the shipped
+weights), ``weights`` (name or path of safetensors weights), ``scale`` (``"auto"`` or a float),
+``noise_sigma``, ``chunk_size``, ``max_time`` (seconds; stop early and keep the chains), plus each
+sampler's own parameters (:data:`DEFAULTS`). The defaults are sized for ``bayesmri demo`` on a CPU
+(NFE 20-60); :data:`BENCH_OPTIONS` are the settings of ``benchmarks/bench_diffusion.py``.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from ..methods import prepare, register_method
+from .base import Measurement
+from .learned import DEFAULT_SCORE_WEIGHTS, ScorePrior, data_scale, load_default_score_prior
+
+__all__ = ["DEFAULTS", "BENCH_OPTIONS", "DEMO_OPTIONS", "estimate_noise_sigma", "resolve_prior", "run_sampler"]
+
+_COMMON = {"maps", "prior", "weights", "scale", "noise_sigma", "chunk_size", "max_time"}
+
+#: Default sampler parameters per method (noise levels in training-image units, see module doc).
+DEFAULTS: dict[str, dict] = {
+    "pula": dict(n_levels=20, n_steps=1, sigma_max=1.0, sigma_min=0.01, step=0.5, cg_iter=10),
+    "ula-annealed": dict(n_levels=60, n_steps=1, sigma_max=1.0, sigma_min=0.01, gamma=0.5, init="noise"),
+    "score-mri": dict(n_levels=100, n_corrector=1, sigma_max=30.0, sigma_min=0.01, snr=0.16, t0=0.3,
+                      mode="complex", lam=1.0, hybrid_every=1),
+}
+
+#: Reduced settings for ``bayesmri demo`` (5-minute budget on 2 CPU cores at 128x128).
+DEMO_OPTIONS: dict[str, dict] = {
+    "pula": dict(n_levels=10),
+    "ula-annealed": dict(n_levels=20),
+    "score-mri": dict(n_levels=50, t0=0.3),
+}
+
+#: Full settings used by ``benchmarks/bench_diffusion.py``.
+BENCH_OPTIONS: dict[str, dict] = {
+    "pula": dict(n_levels=40, n_steps=1, sigma_max=1.0),
+    "ula-annealed": dict(n_levels=160, n_steps=1, sigma_max=1.0),
+    "score-mri": dict(n_levels=200, n_corrector=1, t0=0.3),
+}
+
+
+def estimate_noise_sigma(y: torch.Tensor, frac: float = 0.02) -> float:
+    """Noise std per complex sample from the outer ``frac`` of the *sampled* k-space (by index radius).
+
+    For complex Gaussian noise with ``E|e|^2 = nu^2`` the median of ``|e|`` is ``nu sqrt(ln 2)``; the
+    outer k-space of an image is dominated by noise, and the median is robust to the rest. Cartesian
+    ``y (..., C, H, W)`` (zeros off-mask are ignored) or non-Cartesian ``(..., C, K)`` (the last
+    ``frac`` of each readout is not known here: all samples are used, an overestimate).
+    """
+    v = y.detach()
+    if v.ndim >= 3 and v.shape[-1] > 1 and v.shape[-2] > 1 and (v == 0).any():
+        H, W = v.shape[-2:]
+        yy, xx = torch.meshgrid(torch.arange(H) - H // 2, torch.arange(W) - W // 2, indexing="ij")
+        r = torch.sqrt(yy.double() ** 2 / (H / 2) ** 2 + xx.double() ** 2 / (W / 2) ** 2).to(v.device)
+        r = r.expand(v.shape)
+        vals, rr = v[v != 0], r[v != 0]
+        if vals.numel() == 0:
+            return 1.0
+        thr = torch.quantile(rr.double().cpu(), 1 - frac).item()
+        vals = vals[rr >= thr]
+    else:
+        vals = v.reshape(-1)
+    med = float(vals.abs().double().median())
+    return med / math.sqrt(math.log(2)) if med > 0 else 1.0
+
+
+def resolve_prior(prior=None, weights: str | None = None, device="cpu", chunk_size=None) -> ScorePrior:
+    """A :class:`ScorePrior` (scale 1) from a ScorePrior, a network with ``score``, or shipped weights."""
+    if prior is None:
+        return load_default_score_prior(weights or DEFAULT_SCORE_WEIGHTS, device=device, chunk_size=chunk_size)
+    if isinstance(prior, ScorePrior):
+        return prior
+    if isinstance(prior, str):
+        return load_default_score_prior(prior, device=device, chunk_size=chunk_size)
+    if hasattr(prior, "score"):
+        return ScorePrior(prior, chunk_size=chunk_size)
+    raise TypeError(f"prior must be a ScorePrior, a network with score(x, sigma), a weights name or None, "
+                    f"got {type(prior).__name__}")
+
+
+def _build(name: str, p: dict, a: float):
+    from .pula import PULA
+    from .score_mri import ScoreMRI
+    from .ula import AnnealedULA
+
+    smax, smin = float(p.pop("sigma_max")) * a, float(p.pop("sigma_min")) * a
+    if name == "pula":
+        return PULA(sigma_max=smax, sigma_min=smin, **p)
+    if name == "ula-annealed":
+        return AnnealedULA(sigma_max=smax, sigma_min=smin, **p)
+    return ScoreMRI(sigma_max=smax, sigma_min=smin, split_complex=True, **p)
+
+
+def run_sampler(name: str, sample, *, n_samples=1, generator=None, device="cpu", progress=False, **options):
+    """Run the diffusion method ``name`` on one :class:`~bayesmri.data.MRISample`.
+
+    Returns a :class:`~bayesmri.samplers.SamplerResult` with ``samples (P, H, W)`` complex (magnitude
+    for Score-MRI's ``ssos``/``hybrid`` modes), ``mean``, ``std``, ``nfe`` (score-network calls per
+    chain; a real/imaginary pair is one call) and ``wall_time`` (scale estimation and sampling; coil-map
+    estimation excluded). ``diagnostics`` adds ``scale``, ``noise_sigma`` and the sampler settings.
+    """
+    if name not in DEFAULTS:
+        raise ValueError(f"unknown diffusion method {name!r}; choose one of {sorted(DEFAULTS)}")
+    bad = set(options) - _COMMON - set(DEFAULTS[name])
+    if bad:
+        raise ValueError(f"method {name!r} got unknown option(s) {', '.join(sorted(bad))}; allowed: "
+                         f"{', '.join(sorted(_COMMON | set(DEFAULTS[name])))}")
+    p = dict(DEFAULTS[name])
+    p.update({k: v for k, v in options.items() if k in DEFAULTS[name]})
+    maps = options.get("maps", "espirit")
+    sample_d, op, y = prepare(sample, device, maps)  # coil maps: shared by all methods, not timed
+    prior = resolve_prior(options.get("prior"), options.get("weights"), device, options.get("chunk_size"))
+    t0 = time.perf_counter()
+    scale = options.get("scale", "auto")
+    a = data_scale(op, y) if scale in (None, "auto") else float(scale)
+    if not (math.isfinite(a) and a > 0):
+        raise ValueError(f"scale must be 'auto' or a positive number, got {scale!r}")
+    nu = options.get("noise_sigma")
+    nu = float(sample.noise_sigma) if nu is None else float(nu)
+    if not nu > 0:
+        nu = estimate_noise_sigma(y)
+    sampler = _build(name, p, a)
+    meas = Measurement(y, op, nu)
+    res = sampler.sample(meas, prior.with_scale(a), n_samples=int(n_samples), generator=generator,
+                         progress=progress, max_time=options.get("max_time"))
+    res.wall_time = time.perf_counter() - t0  # sampling plus the scale estimate
+    res.samples = res.samples.reshape(res.samples.shape[0], *res.samples.shape[-2:])
+    res.mean, res.std = res.mean.reshape(res.mean.shape[-2:]), res.std.reshape(res.std.shape[-2:])
+    res.diagnostics.update(scale=a, noise_sigma=nu, settings=dict(DEFAULTS[name], **{
+        k: v for k, v in options.items() if k in DEFAULTS[name]}))
+    res.diagnostics.pop("coil_samples", None)
+    return res
+
+
+_DOC = " Options: {}; common: maps, prior, weights, scale, noise_sigma, chunk_size, max_time."
+
+
+@register_method("pula", "diffusion prior, exact likelihood, preconditioned ULA (Holliber, Uecker et al.)",
+                 stochastic=True)
+def pula_method(sample, *, n_samples=1, generator=None, device="cpu", progress=False, **options):
+    return run_sampler("pula", sample, n_samples=n_samples, generator=generator, device=device,
+                       progress=progress, **options)
+
+
+@register_method("ula-annealed", "diffusion prior, annealed likelihood, ULA (Jalal et al.)", stochastic=True)
+def ula_annealed_method(sample, *, n_samples=1, generator=None, device="cpu", progress=False, **options):
+    return run_sampler("ula-annealed", sample, n_samples=n_samples, generator=generator, device=device,
+                       progress=progress, **options)
+
+
+@register_method("score-mri", "diffusion prior, Score-MRI predictor-corrector with data consistency (Chung & Ye)",
+                 stochastic=True)
+def score_mri_method(sample, *, n_samples=1, generator=None, device="cpu", progress=False, **options):
+    return run_sampler("score-mri", sample, n_samples=n_samples, generator=generator, device=device,
+                       progress=progress, **options)
+
+
+for _n, _f in (("pula", pula_method), ("ula-annealed", ula_annealed_method), ("score-mri", score_mri_method)):
+    _f.__doc__ = (f"Registered method {_n!r}: see :func:`run_sampler`."
+                  + _DOC.format(", ".join(f"{k}={v!r}" for k, v in DEFAULTS[_n].items())))

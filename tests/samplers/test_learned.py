@@ -1,0 +1,218 @@
+"""Learned-prior adapter and the registered diffusion methods (tiny random networks, analytic priors)."""
+import math
+
+import pytest
+import torch
+
+from bayesmri.data import load_slices, simulate_acquisition
+from bayesmri.methods import available_methods, get_method, method_info
+from bayesmri.physics.masks import make_mask
+from bayesmri.physics.nufft import NonCartesianMRI
+from bayesmri.physics.linop import conjugate_gradient
+from bayesmri.physics.trajectories import radial_trajectory
+from bayesmri.priors import StationaryGaussianPrior
+from bayesmri.priors.score_unet import build_score_unet
+from bayesmri.samplers import PULA, AnnealedULA, Measurement, ScoreMRI
+from bayesmri.samplers.learned import ScorePrior, data_scale, sample_prior
+import bayesmri.samplers.registered  # noqa: F401  (registers the methods on import)
+from bayesmri.samplers.registered import DEFAULTS, estimate_noise_sigma
+
+METHODS = ("pula", "ula-annealed", "score-mri")
+FAST = {  # few levels: the tests check plumbing and properties, not image quality
+    "pula": dict(n_levels=4),
+    "ula-annealed": dict(n_levels=6),
+    "score-mri": dict(n_levels=10, t0=0.5),
+}
+NFE = {"pula": 4, "ula-annealed": 6, "score-mri": 2 * 5}
+
+
+def tiny_net(seed=0):
+    torch.manual_seed(seed)
+    net = build_score_unet(dict(base_channels=4, channel_mult=(1, 2), num_res_blocks=1, attention=False,
+                                embed_dim=8, dropout=0.0, fourier_scale=16.0, sigma_data=0.5,
+                                input_scaling=True))
+    with torch.no_grad():  # the output conv starts at zero (score 0): give it small random weights
+        net.conv_out.weight.normal_(0, 0.05)
+    return net.eval()
+
+
+class GaussNet(torch.nn.Module):
+    """Score of N(0, v I) per real component: -x / (v + sigma^2) (a 'network' with a closed form)."""
+
+    def __init__(self, v=1.0):
+        super().__init__()
+        self.v = torch.nn.Parameter(torch.tensor(float(v)), requires_grad=False)
+
+    def score(self, x, sigma):
+        return -x / (self.v + float(sigma) ** 2)
+
+
+@pytest.fixture(scope="module")
+def tiny_sample():
+    mag = load_slices("test", size=32)[5]
+    mask = make_mask("gro", (32, 32), 4, seed=0)
+    return simulate_acquisition(mag, mask=mask, ncoils=4, snr_db=30, seed=1)
+
+
+def test_methods_registered():
+    names = available_methods()
+    for m in METHODS:
+        assert m in names and method_info(m).stochastic
+
+
+def test_scoreprior_scale_is_exact_for_gaussian():
+    # p_net = N(0, v); data a X ~ N(0, a^2 v): score at sigma = -x / (a^2 v + sigma^2)
+    a, v, sigma = 2.5, 0.7, 0.3
+    x = torch.randn(3, 8, 8, dtype=torch.float64)
+    got = ScorePrior(GaussNet(v), scale=a).score(x, sigma)
+    torch.testing.assert_close(got, -x / (a**2 * v + sigma**2), rtol=1e-5, atol=1e-6)
+    # complex: Re and Im scored separately, one network call
+    z = torch.randn(3, 8, 8, dtype=torch.complex64)
+    p = ScorePrior(GaussNet(v), scale=a)
+    s = p.score(z, sigma)
+    assert s.dtype == z.dtype and s.shape == z.shape and p.calls == 1
+    torch.testing.assert_close(s, -z / (a**2 * v + sigma**2), rtol=1e-5, atol=1e-6)
+    assert p.score(z[:, None], sigma).shape == (3, 1, 8, 8)
+
+
+def test_scoreprior_chunking_and_errors():
+    net = tiny_net()
+    x = torch.randn(5, 16, 16, dtype=torch.complex64)
+    full = ScorePrior(net, scale=1.3).score(x, 0.2)
+    chunked = ScorePrior(net, scale=1.3, chunk_size=2).score(x, 0.2)
+    torch.testing.assert_close(full, chunked, rtol=1e-4, atol=1e-5)
+    assert full.abs().max() > 0  # the random network gives a non-zero score
+    with pytest.raises(ValueError, match="scale"):
+        ScorePrior(net, scale=0.0)
+    with pytest.raises(ValueError, match="sigma"):
+        ScorePrior(net).score(x, -1.0)
+    with pytest.raises(TypeError):
+        ScorePrior(object())
+
+
+def test_data_scale_tracks_the_image(tiny_sample):
+    op, y = tiny_sample.operator("true"), tiny_sample.y
+    a = data_scale(op, y)
+    t = float(torch.quantile(tiny_sample.target.abs().reshape(-1), 0.95))
+    assert abs(a / t - 1) < 0.15
+    assert abs(data_scale(op, 3 * y) / a - 3) < 1e-3  # linear in the data
+
+
+def test_noise_estimate():
+    mag = load_slices("test", size=64)[5]
+    s = simulate_acquisition(mag, mask=make_mask("gro", (64, 64), 4, seed=0), ncoils=4, snr_db=30, seed=1)
+    ratio = estimate_noise_sigma(s.y) / s.noise_sigma
+    assert 0.7 < ratio < 2.0, ratio
+    s2 = simulate_acquisition(mag, mask=make_mask("gro", (64, 64), 4, seed=0), ncoils=4, snr_db=20, seed=1)
+    assert estimate_noise_sigma(s2.y) > 1.5 * estimate_noise_sigma(s.y)  # follows the noise level (x3.2)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_registered_method_on_tiny_sample(name, tiny_sample):
+    fn = get_method(name)
+    prior = ScorePrior(tiny_net())
+    P = 3
+    kw = dict(prior=prior, maps="true", **FAST[name])
+    r1 = fn(tiny_sample, n_samples=P, generator=torch.Generator().manual_seed(4), **kw)
+    assert r1.samples.shape == (P, 32, 32) and r1.samples.is_complex()
+    assert r1.mean.shape == (32, 32) and r1.std.shape == (32, 32)
+    assert r1.nfe == NFE[name]
+    assert r1.wall_time > 0 and bool(torch.isfinite(r1.samples).all())
+    r2 = fn(tiny_sample, n_samples=P, generator=torch.Generator().manual_seed(4), **kw)
+    torch.testing.assert_close(r1.samples, r2.samples, rtol=0, atol=0)
+    r3 = fn(tiny_sample, n_samples=P, generator=torch.Generator().manual_seed(5), **kw)
+    assert not torch.allclose(r1.samples, r3.samples)
+    # data consistency: a posterior sample misses the data by about the noise on each measured point
+    op, y = tiny_sample.operator("true"), tiny_sample.y
+    m = op.mask.expand_as(y) if hasattr(op, "mask") else torch.ones_like(y.real)
+    resid = ((op.A(r1.samples) - y).abs() ** 2 * m).sum((1, 2, 3)) / m.sum()
+    nu = tiny_sample.noise_sigma
+    zf_resid = float(((op.A(torch.zeros_like(r1.mean)[None]) - y).abs() ** 2).sum() / m.sum()) ** 0.5
+    assert zf_resid > 30 * nu  # the bounds below are not trivially met
+    if name == "pula":  # exact likelihood, preconditioned: within the noise after any number of levels
+        assert float(resid.sqrt().max()) < 3 * nu, float(resid.sqrt().max()) / nu
+    else:  # plain gradient / DC steps against a random score: far closer to the data than 0 is
+        assert float(resid.sqrt().max()) < 0.3 * zf_resid, float(resid.sqrt().max()) / zf_resid
+
+
+def test_registered_method_rejects_unknown_option(tiny_sample):
+    with pytest.raises(ValueError, match="unknown option"):
+        get_method("pula")(tiny_sample, prior=ScorePrior(tiny_net()), n_stepz=3)
+    with pytest.raises(TypeError):
+        get_method("pula")(tiny_sample, prior=42, maps="true")
+    assert set(DEFAULTS) == set(METHODS)
+
+
+def test_unconditional_sampler_matches_gaussian():
+    # N(0, v) per pixel: reverse diffusion must end with per-pixel variance v (independent pixels)
+    v = 0.25
+    x = sample_prior(ScorePrior(GaussNet(v)), 400, (8, 8), n_levels=60, sigma_max=10.0, sigma_min=0.01,
+                     n_corrector=1, denoise_last=False, generator=0)
+    assert x.shape == (400, 8, 8)
+    assert abs(float(x.var()) / v - 1) < 0.1
+    assert abs(float(x.mean())) < 0.03
+    y = sample_prior(ScorePrior(tiny_net()), 2, (16, 16), n_levels=3, generator=0)
+    assert y.shape == (2, 16, 16) and bool(torch.isfinite(y).all())
+
+
+# ------------------------------------------------------------------ non-Cartesian + analytic prior
+def _radial_problem():
+    torch.manual_seed(0)
+    H = W = 16
+    dt = torch.complex128
+    ky = torch.arange(H, dtype=torch.float64) - H // 2
+    k2 = ky[:, None] ** 2 + ky[None, :] ** 2
+    power = 0.05 + 2.0 / (1 + k2 / 8.0)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, H, dtype=torch.float64),
+                            torch.linspace(-1, 1, W, dtype=torch.float64), indexing="ij")
+    mean = (((xx**2 + yy**2) < 0.5).double() * torch.exp(1j * 0.5 * xx)).to(dt)
+    prior = StationaryGaussianPrior(mean, power)
+    maps = torch.stack([torch.exp(-((xx - c) ** 2) / 0.8) * torch.exp(1j * c * yy) for c in (-0.7, 0.7)])
+    maps = (maps / torch.sqrt((maps.abs() ** 2).sum(0, keepdim=True))).to(dt)[None]
+    traj = radial_trajectory(6, 16, dtype=torch.float64)
+    op = NonCartesianMRI(traj, (H, W), coil_maps=maps)
+    x = prior.sample(1, generator=1)
+    nu = 0.05
+    g = torch.Generator().manual_seed(2)
+    noise = torch.view_as_complex(torch.randn(*op.A(x).shape, 2, generator=g, dtype=torch.float64)) * nu / math.sqrt(2)
+    y = op.A(x) + noise
+    meas = Measurement(y, op, nu)
+    # closed-form posterior mean: (2/nu^2 A^H A + S^-1) m = 2/nu^2 A^H y + S^-1 mu
+    Hm = lambda v: (2 / nu**2) * op.normal(v) + prior.precision_apply(v)  # noqa: E731
+    m = conjugate_gradient(Hm, (2 / nu**2) * op.A_adjoint(y) + prior.precision_apply(mean[None]), None,
+                           max_iter=500, tol=1e-12)
+    return meas, prior, m[0], x[0]
+
+
+@pytest.fixture(scope="module")
+def radial_problem():
+    return _radial_problem()
+
+
+def test_pula_radial_posterior_mean(radial_problem):
+    meas, prior, m, _ = radial_problem
+    P = 64
+    res = PULA(n_levels=30, sigma_max=3.0, sigma_min=0.01).sample(meas, prior, n_samples=P, generator=0)
+    err = float(((res.mean - m).abs() ** 2).sum())
+    tr = float((res.std**2).sum())  # ~ trace of the posterior covariance
+    assert err < 2.5 * tr / P, err / (tr / P)
+    assert err < 0.02 * float((m.abs() ** 2).sum())
+
+
+def test_annealed_ula_and_score_mri_radial(radial_problem):
+    meas, prior, m, x = radial_problem
+    P = 32
+    res = AnnealedULA(n_levels=300, sigma_max=3.0, sigma_min=0.01).sample(meas, prior, n_samples=P, generator=0)
+    err = float(((res.mean - m).abs() ** 2).sum())
+    tr = float((res.std**2).sum())
+    # plain ULA converges slowly (the pULA paper's point): 300 levels reach a few percent of ||m||^2
+    assert err < 0.1 * float((m.abs() ** 2).sum()), err
+    assert err < 0.2 * float(((prior.mean - m).abs() ** 2).sum())  # far closer than the prior mean
+    # Score-MRI is not an exact posterior sampler: its mean must still beat the zero-filled image and
+    # land near the posterior mean (within the posterior's spread)
+    sm = ScoreMRI(n_levels=100, sigma_max=5.0, split_complex=False).sample(meas, prior, n_samples=8, generator=0)
+    assert sm.samples.shape == (8, 16, 16)
+    e_sm = float(((sm.mean - x).abs() ** 2).sum())
+    e_zf = float(((meas.AHy()[0] - x).abs() ** 2).sum())
+    assert e_sm < 0.5 * e_zf
+    assert float(((sm.mean - m).abs() ** 2).sum()) < 2 * tr
