@@ -42,6 +42,7 @@ l1wav   5e-4: 35.66 / 37.62;  1e-3: 35.76 / 37.76;  2e-3: 34.73 / 36.99
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -89,8 +90,14 @@ class MethodInfo:
 
 _REGISTRY: dict[str, MethodInfo] = {}
 
-#: Modules imported on the first registry query; each registers its methods on import.
-METHOD_MODULES: list[str] = []
+#: Modules imported on the first registry query; each registers its methods on import. A module
+#: that does not exist (yet) is skipped silently; one that fails to import gives a warning.
+METHOD_MODULES: list[str] = [
+    "bayesmri.samplers.registered",
+    "bayesmri.flows.cnf",
+    "bayesmri.flows.cinn",
+    "bayesmri.samplers.pogmdm_joint",
+]
 _discovered = False
 
 
@@ -128,6 +135,8 @@ def _discover() -> None:
         pass
     for mod in mods:
         try:
+            if importlib.util.find_spec(mod) is None:
+                continue
             importlib.import_module(mod)
         except Exception as exc:  # a broken optional method must not take the others down
             warnings.warn(f"could not import method module {mod}: {exc}", RuntimeWarning, stacklevel=2)

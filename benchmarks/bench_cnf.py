@@ -152,12 +152,18 @@ def main(argv=None):
     model = load_cnf(a.weights)
     size = model.img_size[0]
     cfg = model.config
+    from bayesmri.priors.loading import read_config
+
+    meta = read_config(a.weights)
+    train_R = (meta.get("cnf") or meta.get("metadata", {}).get("cnf") or {}).get("acceleration", "?")
+    train_steps = meta.get("training", {}).get("steps", "?")
     lines = [f"# CNF benchmark (Wen et al. 2023)", "",
              f"Command: `python benchmarks/bench_cnf.py {' '.join(sys.argv[1:] if argv is None else argv)}`", "",
              f"Model `{a.weights}`: L={cfg['num_levels']} levels, B={cfg['num_blocks']} blocks, UNet {cfg['unet_chans']} "
              f"channels / {cfg['unet_pools']} pools, coupling width {cfg['hidden']}, base {cfg['base']}, "
              f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters; image {size}x{size}, "
-             f"{model.ncoils} coils; device {a.device}, torch threads {torch.get_num_threads()}.", ""]
+             f"{model.ncoils} coils; {train_steps} joint training steps; device {a.device}, "
+             f"torch threads {torch.get_num_threads()}.", ""]
     t_all = time.perf_counter()
     if "quality" not in skip:
         lines += ["## Posterior-mean quality on the built-in test split", "",
@@ -165,7 +171,7 @@ def main(argv=None):
         for R in [float(r) for r in a.accelerations.split(",")]:
             items, maps = build_items(size, R, a.n_slices)
             rows = quality(model, items, maps, a.P, torch.Generator().manual_seed(0))
-            lines += [f"GRO R={R:g} (CNF trained at R={cfg.get('_train_R', 4)}):", "", "| method | PSNR | SSIM |", "|---|---|---|"]
+            lines += [f"GRO R={R:g} (CNF trained at R={train_R}):", "", "| method | PSNR | SSIM |", "|---|---|---|"]
             for k, v in rows.items():
                 lines.append(f"| {k} | {mean_std([p for p, _ in v])} | {mean_std([s for _, s in v])} |")
             lines.append("")

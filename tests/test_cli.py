@@ -141,11 +141,33 @@ def test_method_registry_contract():
         methods.register_method("tv")(lambda sample, **kw: None)
     with pytest.raises(ValueError, match="identifier"):
         methods.register_method("a,b")
-    sample = simulate_builtin("test", 1, "gro", 4, 4, 30.0, 0, 32)[0]
+    sample = simulate_builtin("test", 1, "gro", 4, 4, 30.0, 0, 64)[0]
     with pytest.raises(ValueError, match="unknown option"):
         methods.get_method("tv")(sample, bogus=1)
     res = methods.get_method("zf")(sample, maps="true")
     # zero-filled is the coil combination S^H F^H y of the measured data, one deterministic sample
     op = sample.operator("true")
     torch.testing.assert_close(res.mean, op.A_adjoint(sample.y)[0])
-    assert res.samples.shape == (1, 32, 32) and res.std is None and res.nfe == 0
+    assert res.samples.shape == (1, 64, 64) and res.std is None and res.nfe == 0
+
+
+def test_demo_skips_a_failing_method_only_when_asked(tmp_path, capsys):
+    from bayesmri import methods
+    from bayesmri.commands.demo import run_demo
+
+    @methods.register_method("broken-test", "always fails")
+    def _broken(sample, **kw):
+        raise RuntimeError("no weights installed")
+
+    try:
+        met = run_demo(tmp_path / "a", ["zf", "broken-test"], n_slices=1, size=64, progress=False,
+                       skip_failures=True)
+        assert set(met) == {"zf"} and set(io.load_json(tmp_path / "a" / "metrics.json")) == {"zf"}
+        out = capsys.readouterr().out
+        assert "skipped broken-test: RuntimeError: no weights installed" in out
+        assert "no weights installed" in (tmp_path / "a" / "report.html").read_text()
+        with pytest.raises(RuntimeError, match="no weights"):
+            run_demo(tmp_path / "b", ["zf", "broken-test"], n_slices=1, size=64, progress=False)
+        assert not (tmp_path / "b").exists()
+    finally:
+        methods._REGISTRY.pop("broken-test", None)

@@ -128,3 +128,14 @@ def test_atomic_dir_all_or_nothing(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["a.json", "figs", "keep.txt"]
     assert io.load_json(out / "a.json") == {"x": 2}
     assert list(tmp_path.iterdir()) == [out]  # staging folder gone
+
+
+def test_written_files_get_the_umask_mode(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        p = io.save_json(tmp_path / "m.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (p.stat().st_mode & 0o777) == 0o644

@@ -1,6 +1,5 @@
 """HTML report: self-contained (images inlined), metrics table, calibration helper."""
 import base64
-import math
 import re
 
 import numpy as np

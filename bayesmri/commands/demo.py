@@ -76,7 +76,11 @@ def add_arguments(parser) -> None:
         "--maps", choices=("true", "espirit"), default="true",
         help="coil maps given to the methods: the simulation's (true) or estimated by ESPIRiT (default: true)",
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="torch CPU threads (default: 1; per-slice FFTs gain little from more, and spinning "
+             "threads slow down badly on a shared machine)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -130,6 +134,7 @@ def run_demo(
     maps: str = "true",
     progress: bool = True,
     stream=None,
+    skip_failures: bool | None = None,
 ) -> dict:
     """Run the demo and write its outputs into ``out``; return the metrics dictionary.
 
@@ -137,6 +142,11 @@ def run_demo(
     methods use (``"true"``: the simulation's; ``"espirit"``: estimated, then the reference is the
     ESPIRiT combination of the true coil images, see :func:`recon.reference_image`). Everything is
     written into a staging folder first, so an interrupted demo leaves ``out`` untouched.
+
+    ``skip_failures`` (default: True when ``methods`` is None, i.e. "every registered method"): a
+    method that raises (for example a learned method whose weights are not installed) is reported
+    as skipped, with its error, in the printed output and the report, and the demo goes on; with
+    False its error stops the demo.
     """
     from tqdm.auto import tqdm
 
@@ -147,6 +157,9 @@ def run_demo(
     from .simulate import simulate_builtin
 
     stream = stream if stream is not None else sys.stdout
+    if skip_failures is None:
+        skip_failures = methods is None
+    skipped: dict[str, str] = {}
     names = _method_list(",".join(methods) if methods is not None else None)
     if int(n_slices) < 1:
         raise ValueError(f"--slices must be >= 1, got {n_slices}")
@@ -185,13 +198,25 @@ def run_demo(
             ))
             method_secs, means, cal_curves = [], [], {}
             for m in names:
+                if m in skipped:
+                    bar.update(len(samples))
+                    continue
                 bar.set_postfix_str(f"{pname}: {m}")
                 info = method_info(m)
                 if m == "zf":
                     res = zf
                     bar.update(len(samples))
                 else:
-                    res = run_method(m, samples, n_samples=n_samples, seed=seed, device=dev, maps=maps, on_slice=tick)
+                    try:
+                        res = run_method(m, samples, n_samples=n_samples, seed=seed, device=dev, maps=maps, on_slice=tick)
+                    except Exception as exc:  # noqa: BLE001 - reported, and only when skipping is asked for
+                        if not skip_failures:
+                            raise
+                        msg = str(exc).splitlines()[0] if str(exc) else ""
+                        skipped[m] = f"{type(exc).__name__}: {msg}"
+                        tqdm.write(f"demo: skipping method {m!r} ({skipped[m]})", file=sys.stderr)
+                        bar.update(len(samples))
+                        continue
                 row = schema_row(res, target)
                 metrics[m][pname] = row
                 P = row["n_samples"]
@@ -234,6 +259,12 @@ def run_demo(
                     plot_calibration(fig_dir / "calibration.png", cal_curves, title=pname), f"calibration {pname}"
                 ))
         bar.close()
+        metrics = {m: per for m, per in metrics.items() if m not in skipped}
+        if skipped:
+            sections.append(ReportSection(
+                "Skipped methods", [],
+                text="; ".join(f"{m}: {why}" for m, why in skipped.items()),
+            ))
         io.save_json(stage / "metrics.json", metrics)
         wall = time.perf_counter() - t_start
         write_report(
@@ -246,7 +277,8 @@ def run_demo(
                   "(Colin27, a different brain from the training data).",
             meta={
                 "bayesmri": __version__,
-                "methods": ", ".join(names),
+                "methods": ", ".join(m for m in names if m not in skipped),
+                "skipped": ", ".join(skipped) or "none",
                 "patterns": ", ".join(pattern_name(p, r) for p, r in patterns),
                 "slices": n_slices,
                 "samples (sampling methods)": n_samples,
@@ -260,6 +292,8 @@ def run_demo(
             },
         )
     print(format_table(metrics), file=stream)
+    for m, why in skipped.items():
+        print(f"skipped {m}: {why}", file=stream)
     print(f"wrote {Path(out) / 'report.html'} and metrics.json in {time.perf_counter() - t_start:.1f} s", file=stream)
     return metrics
 
@@ -274,22 +308,25 @@ def _mask_image(sample) -> torch.Tensor:
 
 def run(args) -> int:
     progress = not args.no_progress
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    run_demo(
-        args.out,
-        None if args.methods is None else [m for m in args.methods.split(",")],
-        n_slices=args.slices,
-        device=args.device,
-        n_samples=args.samples,
-        seed=args.seed,
-        size=args.size,
-        patterns=_parse_patterns(args.patterns),
-        coils=args.coils,
-        snr=args.snr,
-        maps=args.maps,
-        progress=progress,
-    )
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        run_demo(
+            args.out,
+            None if args.methods is None else [m for m in args.methods.split(",")],
+            n_slices=args.slices,
+            device=args.device,
+            n_samples=args.samples,
+            seed=args.seed,
+            size=args.size,
+            patterns=_parse_patterns(args.patterns),
+            coils=args.coils,
+            snr=args.snr,
+            maps=args.maps,
+            progress=progress,
+        )
+    finally:
+        torch.set_num_threads(previous)
     return 0

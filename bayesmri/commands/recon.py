@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +40,7 @@ def add_arguments(parser) -> None:
         "--array-format", choices=("npz", "h5"), default="npz", help="format of the array file (default: npz)"
     )
     parser.add_argument("--keep-samples", type=int, default=8, help="samples stored in the array file (default: 8)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -277,7 +277,6 @@ def _save_stack_png(path, stack, title, cmap="gray", max_slices=8):
 
 # --------------------------------------------------------------------------------------------------
 def run(args) -> int:
-    from .. import io
     from ..methods import method_info
 
     method_info(args.method)  # unknown names fail here, before any file is touched
@@ -285,8 +284,21 @@ def run(args) -> int:
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
     if args.keep_samples < 0:
         raise ValueError(f"--keep-samples must be >= 0, got {args.keep_samples}")
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
     device = resolve_device(args.device)
     path = check_input_file(args.input)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _run(args, path, device)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(args, path: Path, device) -> int:
+    from .. import io
+
     out = args.out if args.out is not None else path.with_name(f"{path.stem}_{args.method}")
 
     samples, reference, pattern = load_h5_samples(path)

@@ -137,6 +137,11 @@ class ConditionalNF(nn.Module):
         Base distribution over the concatenated latent (:mod:`bayesmri.flows.base`).
     nullspace : bool
         Model ``u = (I - A^+A) x`` (True, the paper) or ``x`` itself (ablation).
+    mean_shift : bool
+        Put a conditional translation in front of the flow: it models ``u - mu(y)`` with ``mu`` the UNet
+        output (projected onto the nullspace for a nullspace model). Invertible with ``logdet = 0``; the
+        MSE-pretrained UNet then gives the posterior mean from the first joint step, where the paper's
+        flow has to learn it through the couplings (slow on a CPU budget). False is the paper's model.
     seed : int
         Seed of the fixed orthogonal 1x1 convolutions.
     """
@@ -157,6 +162,7 @@ class ConditionalNF(nn.Module):
         base: str = "gaussian",
         nullspace: bool = True,
         seed: int = 0,
+        mean_shift: bool = False,
     ):
         super().__init__()
         H, W = (int(img_size[0]), int(img_size[1]))
@@ -168,12 +174,14 @@ class ConditionalNF(nn.Module):
             raise ValueError(f"img_size {(H, W)} must be divisible by 2^num_levels = {2**num_levels}")
         self.config = dict(ncoils=ncoils, img_size=[H, W], num_levels=num_levels, num_blocks=num_blocks,
                            unet_chans=unet_chans, unet_pools=unet_pools, cond_chans=cond_chans, hidden=hidden,
-                           clamp=float(clamp), base=base, nullspace=bool(nullspace), seed=int(seed))
+                           clamp=float(clamp), base=base, nullspace=bool(nullspace), seed=int(seed),
+                           mean_shift=bool(mean_shift))
         self.ncoils, self.img_size, self.num_levels = ncoils, (H, W), num_levels
         self.nullspace = bool(nullspace)
+        self.mean_shift = bool(mean_shift)
         self.base = make_base(base)
         c0 = 2 * ncoils
-        self.unet = UNet(c0, c0, chans=unet_chans, num_pools=unet_pools)
+        self.unet = UNet(c0, c0, chans=unet_chans, num_pools=unet_pools, zero_out=True)
         # feature extractor: one stride-2 stage per level, each output feeding the next stage
         stages, c_in = [], c0 + unet_chans
         for _ in range(num_levels):
@@ -201,19 +209,29 @@ class ConditionalNF(nn.Module):
         self.dim = 2 * ncoils * H * W
 
     # ------------------------------------------------------------------ conditioning
-    def conditioning(self, zf_real: torch.Tensor):
-        """``g(y)``: UNet output ``(B, 2C, H, W)`` and the per-level features (list of L tensors)."""
+    def conditioning(self, zf_real: torch.Tensor, mask: torch.Tensor | None = None):
+        """``g(y)``: UNet output ``(B, 2C, H, W)`` and the conditions: a list of the L level features,
+        followed (``mean_shift=True``) by the shift ``mu(y)`` (needs ``mask`` for a nullspace model)."""
         out, feat = self.unet.forward_features(zf_real)
         h, conds = torch.cat([out, feat], dim=1), []
         for stage in self.extractor:
             h = stage(h)
             conds.append(h)
+        if self.mean_shift:
+            if self.nullspace:
+                if mask is None:
+                    raise ValueError("a nullspace model with mean_shift needs the mask in conditioning()")
+                conds.append(complex_to_channels(_project_null(channels_to_complex(out), mask.to(out.dtype))))
+            else:
+                conds.append(out)
         return out, conds
 
     # ------------------------------------------------------------------ flow
     def encode(self, u: torch.Tensor, conds):
         """Normalising direction ``z = h^{-1}(u, y)``: ``u (B, 2C, H, W)`` -> ``z (B, D)``, ``logdet (B,)``."""
         zs, logdet, x = [], u.new_zeros(u.shape[0]), u
+        if self.mean_shift:
+            x = u - conds[self.num_levels]
         for lvl, (flow, cond) in enumerate(zip(self.levels, conds)):
             x, ld = flow(x, cond)
             logdet = logdet + ld
@@ -236,6 +254,8 @@ class ConditionalNF(nn.Module):
             zl = parts[lvl].reshape(z.shape[0], *self.z_shapes[lvl])
             x = zl if x is None else torch.cat([x, zl], dim=1)
             x = self.levels[lvl].inverse(x, conds[lvl])
+        if self.mean_shift:
+            x = x + conds[self.num_levels]
         return x
 
     def log_prob(self, u: torch.Tensor, conds) -> torch.Tensor:
@@ -268,7 +288,7 @@ class ConditionalNF(nn.Module):
             return mse, {"mse": mse.detach()}
         if mode != "nll":
             raise ValueError(f"mode must be 'nll' or 'mse', got {mode!r}")
-        out, conds = self.conditioning(zf_r)
+        out, conds = self.conditioning(zf_r, m)
         logp = self.log_prob(t if noise is None else t + noise, conds)
         bpd = -logp.mean() / (self.dim * math.log(2.0))
         with torch.no_grad():
@@ -317,7 +337,7 @@ def cnf_sample(model: ConditionalNF, kspace: torch.Tensor, mask: torch.Tensor, n
     zf, scale, m = _prepare(model, kspace, mask)
     zf_n = zf / scale.view(-1, 1, 1, 1)
     t0 = time.perf_counter()
-    _, conds = model.conditioning(complex_to_channels(zf_n))
+    _, conds = model.conditioning(complex_to_channels(zf_n), m)
     _sync(dev)
     t_cond = time.perf_counter() - t0
     Bm = kspace.shape[0]
@@ -370,7 +390,7 @@ def cnf_log_posterior(model: ConditionalNF, x: torch.Tensor, kspace: torch.Tenso
     zf, scale, m = _prepare(model, kspace, mask)
     if conds is None:
         with torch.no_grad():
-            _, conds = model.conditioning(complex_to_channels(zf / scale.view(-1, 1, 1, 1)))
+            _, conds = model.conditioning(complex_to_channels(zf / scale.view(-1, 1, 1, 1)), m)
     xs = x / scale.view(-1, 1, 1, 1)
     u = model.target(xs, m)
     return model.log_prob(complex_to_channels(u), conds)
@@ -389,7 +409,7 @@ def cnf_map(model: ConditionalNF, kspace: torch.Tensor, mask: torch.Tensor, init
     s = scale.view(-1, 1, 1, 1)
     zf_n = zf / s
     with torch.no_grad():
-        _, conds = model.conditioning(complex_to_channels(zf_n))
+        _, conds = model.conditioning(complex_to_channels(zf_n), m)
     c = torch.view_as_real((1 - m) * fft2c(init.to(dev) / s)).clone().requires_grad_(True)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -442,13 +462,31 @@ def _sample_field(sample, *names):
     return None
 
 
+def _resolve_maps(sample, maps):
+    """Coil maps ``(C, H, W)`` for ``S^H``: a tensor, or ``"espirit"``/``"true"`` from an ``MRISample``."""
+    if isinstance(maps, torch.Tensor):
+        return maps
+    getter = getattr(sample, "maps", None)
+    if callable(getter):  # bayesmri.data.MRISample.maps(kind)
+        return getter(maps)
+    if isinstance(getter, torch.Tensor):
+        return getter
+    return _sample_field(sample, "maps_espirit" if maps == "espirit" else "maps_true")
+
+
 def _cnf_method(sample, *, n_samples=1, generator=None, device="cpu", progress=False, weights="cnf64",
-                chunk=32, combine="espirit", data_consistency=True):
-    """Posterior samples by the CNF (Wen et al.), coil-combined by ``S^H`` (ESPIRiT maps) or RSS."""
+                chunk=32, combine="sense", maps="espirit", data_consistency=True):
+    """Posterior samples by the CNF (Wen et al.), coil-combined by ``S^H`` (``combine="sense"``) or RSS.
+
+    ``sample``: a Cartesian :class:`bayesmri.data.MRISample` (``kspace (C, H, W)``, ``mask``), whose size
+    and coil count must match the weights'. ``maps``: ``"espirit"``, ``"true"`` or a ``(C, H, W)`` tensor
+    (used by ``combine="sense"``). Returns a ``SamplerResult`` with ``samples (P, 1, H, W)`` complex (RSS:
+    real magnitudes stored as complex), ``diagnostics["redrawn"]`` the number of redrawn samples.
+    """
     from ..samplers.base import SamplerResult
 
-    if combine not in ("espirit", "rss"):
-        raise ValueError(f"combine must be 'espirit' or 'rss', got {combine!r}")
+    if combine not in ("sense", "rss"):
+        raise ValueError(f"combine must be 'sense' (S^H with coil maps) or 'rss', got {combine!r}")
     model = weights if isinstance(weights, ConditionalNF) else load_cnf(weights, device=device)
     model = model.to(device)
     k = _sample_field(sample, "kspace")
@@ -461,9 +499,11 @@ def _cnf_method(sample, *, n_samples=1, generator=None, device="cpu", progress=F
     t0 = time.perf_counter()
     xs, info = cnf_sample(model, k, mask.to(device), int(n_samples), generator=generator, chunk=chunk,
                           data_consistency=data_consistency, progress=progress)
-    maps = _sample_field(sample, "espirit_maps", "maps_espirit", "maps", "coil_maps")
-    if combine == "espirit" and maps is not None:
-        maps = maps.to(device)
+    S = _resolve_maps(sample, maps) if combine == "sense" else None
+    if combine == "sense" and S is None:
+        raise ValueError("combine='sense' needs coil maps: pass maps= or use combine='rss'")
+    if S is not None:
+        maps = S.to(device)
         maps = maps.unsqueeze(0) if maps.ndim == 3 else maps
         imgs = (maps.conj().unsqueeze(0) * xs).sum(2)
     else:

@@ -51,12 +51,16 @@ class UNet(nn.Module):
         Number of down-sampling levels (fastMRI and Wen et al.: 4).
     drop : float
         Dropout probability.
+    zero_out : bool
+        Zero-initialise the final 1x1 convolution, so that the untrained network predicts 0 (useful when
+        the target is a small residual such as the nullspace part of an image).
 
     ``forward_features(x)`` returns ``(out, feat)`` with ``feat: (B, chans, H, W)`` the last decoder feature
     map (what the CNF's feature extractor reads).
     """
 
-    def __init__(self, in_chans: int, out_chans: int, chans: int = 32, num_pools: int = 4, drop: float = 0.0):
+    def __init__(self, in_chans: int, out_chans: int, chans: int = 32, num_pools: int = 4, drop: float = 0.0,
+                 zero_out: bool = False):
         super().__init__()
         for name, v in (("in_chans", in_chans), ("out_chans", out_chans), ("chans", chans)):
             if not isinstance(v, int) or v < 1:
@@ -78,6 +82,9 @@ class UNet(nn.Module):
             self.up_c.append(ConvBlock(2 * ch, ch, drop))
             cb, ch = ch, ch // 2
         self.out = nn.Conv2d(chans, out_chans, 1)
+        if zero_out:
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
         self.chans = chans
 
     def forward_features(self, x: torch.Tensor):

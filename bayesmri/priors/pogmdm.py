@@ -127,8 +127,11 @@ class PoGMDM(nn.Module):
         L = n_components
         self.register_buffer("mu", torch.linspace(-mean_range, mean_range, L), persistent=False)
         self.sigma0 = 2.0 * mean_range / (L - 1)
-        binom = torch.tensor([math.comb(h_taps - 1, i) for i in range(h_taps)], dtype=torch.float32)
-        self.h = nn.Parameter(binom / binom.sum())
+        # half-band low-pass (Hann-windowed sinc, cut-off pi/2): the dyadic bands then tile the
+        # spectrum (a binomial h leaves a third of the frequencies nearly uncovered by any filter)
+        n = torch.arange(h_taps, dtype=torch.float64) - h_taps // 2
+        h0 = torch.sinc(n / 2) * torch.hann_window(h_taps + 2, periodic=False, dtype=torch.float64)[1:-1]
+        self.h = nn.Parameter((h0 / h0.sum()).float())
         self.P = nn.Parameter(_default_fan(p_size))
         self.gamma = nn.Parameter(torch.ones(self.n_filters))
         half = (L + 1) // 2

@@ -38,7 +38,7 @@ from ..physics.fft import fft2c, ifft2c
 from .base import SamplerResult, white_noise
 
 __all__ = ["dst1", "dirichlet_eigenvalues", "smoothness_prox", "JointPoGMDM", "coil_nullspace_residual",
-           "pogmdm_joint_method"]
+           "pogmdm_joint_method", "METHOD_DEFAULTS"]
 
 
 # ------------------------------------------------------------------------------------------ DST prox
@@ -297,6 +297,8 @@ class JointPoGMDM:
 
 # ------------------------------------------------------------------------------------------ method
 _PRIOR_CACHE: dict = {}
+#: Defaults of the registered method ``pogmdm-joint`` (CLI ``recon``/``demo``).
+METHOD_DEFAULTS = {"n_steps": 300, "zeta_start": 0.3, "n_corrector": 0, "mu": 1.0, "map_steps": 250}
 
 
 def _default_prior(device):
@@ -321,6 +323,9 @@ def pogmdm_joint_method(sample, *, n_samples: int = 10, generator=None, device="
         raise ValueError(f"estimate must be 'mmse' or 'map', got {estimate!r}")
     prior = _default_prior(device) if weights is None else __import__(
         "bayesmri.priors.pogmdm", fromlist=["load_pogmdm"]).load_pogmdm(weights, device=device)
+    # CPU-friendly defaults (those of benchmarks/bench_pogmdm.py); the paper's: n_steps=1000, n_corrector=1
+    for k, v in METHOD_DEFAULTS.items():
+        options.setdefault(k, v)
     sampler = JointPoGMDM(prior, **options)
     res = sampler.sample(sample.kspace.to(device), sample.mask.to(device), n_samples=n_samples,
                          generator=generator, progress=progress)

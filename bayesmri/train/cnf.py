@@ -5,7 +5,7 @@ Two phases, each a :class:`bayesmri.train.Trainer` run with its own checkpoint (
 1. ``OUT/pretrain``: the UNet of the conditioning network by MSE on the flow target (the nullspace part
    ``(I - A^+A) x`` with nullspace learning, else ``x``), ``--pretrain-steps`` steps;
 2. ``OUT``: joint NLL (bits per dimension) of flow + feature extractor + UNet on the target plus
-   ``N(0, 0.01^2)`` dequantisation noise (``--train-noise``), ``--steps`` steps, exported
+   ``N(0, 0.005^2)`` dequantisation noise (``--train-noise``), ``--steps`` steps, exported
    as ``OUT/model_ema.safetensors`` + ``.json``.
 
 Data (:class:`CNFDataset`): built-in magnitude slices (``bayesmri.data.load_slices``) turned into
@@ -149,10 +149,12 @@ def cli_add_arguments(parser) -> None:
     parser.add_argument("--blocks", type=int, default=None, help="coupling blocks per level B (overrides the preset)")
     parser.add_argument("--acceleration", type=float, default=4.0)
     parser.add_argument("--base", default="gaussian", choices=["gaussian", "radial"])
+    parser.add_argument("--mean-shift", action="store_true",
+                        help="flow models u - UNet(y) (a conditional translation; not in the paper)")
     parser.add_argument("--no-nullspace", action="store_true", help="ablation: model x instead of (I - A^+A) x")
     parser.add_argument("--pretrain-steps", type=int, default=200, help="UNet MSE pretraining steps (0 = none)")
-    parser.add_argument("--train-noise", type=float, default=0.01,
-                        help="std of the dequantisation noise on the flow target (normalised units, default 0.01)")
+    parser.add_argument("--train-noise", type=float, default=0.005,
+                        help="std of the dequantisation noise on the flow target (normalised units, default 0.005)")
     parser.add_argument("--export-dtype", default="float32", choices=["float32", "float16"])
 
 
@@ -171,7 +173,8 @@ def cli_run(args, cfg) -> int:
         kw["num_blocks"] = args.blocks
     torch.manual_seed(cfg.seed)
     model = ConditionalNF(ncoils=args.ncoils, img_size=(size, size), base=args.base,
-                          nullspace=not args.no_nullspace, seed=cfg.seed, **kw)
+                          nullspace=not args.no_nullspace, seed=cfg.seed,
+                          mean_shift=args.mean_shift, **kw)
     data = CNFDataset(load_slices("train", size), ncoils=args.ncoils, acceleration=args.acceleration, seed=cfg.seed)
     out = Path(args.out)
     meta = {"cnf": {"acceleration": args.acceleration, "pattern": "gro", "image_size": [size, size],

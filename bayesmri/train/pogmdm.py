@@ -20,7 +20,8 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["PoGMDMLoss", "CropBatches", "builtin_slices", "train_pogmdm", "cli_add_arguments", "cli_run"]
+__all__ = ["PoGMDMLoss", "CropBatches", "builtin_slices", "train_pogmdm", "export_checkpoint", "cli_add_arguments",
+           "cli_run"]
 
 SIGMA_MAX = 0.4
 
@@ -133,6 +134,24 @@ def train_pogmdm(out_dir, steps: int = 2000, batch_size: int = 16, patch: int = 
                       "n_train_images": int(images.shape[0])}}
     return Trainer(model, PoGMDMLoss(), CropBatches(images, patch), out_dir, cfg, optimizer=opt,
                    resume=resume, export_metadata=meta)
+
+
+def export_checkpoint(checkpoint, stem, extra: dict | None = None):
+    """Export the EMA weights of a trainer checkpoint (e.g. of a run stopped by a time limit) as
+    ``stem.safetensors`` + ``stem.json``; returns the safetensors path."""
+    from bayesmri.priors.loading import save_model
+    from bayesmri.train import load_checkpoint
+
+    ck = load_checkpoint(checkpoint)
+    mc = ck["model_config"]
+    tc = ck["train_config"]
+    training = {"steps": int(ck["step"]), "batch_size_per_process": tc["batch_size"], "lr": tc["lr"],
+                "ema_decay": tc["ema_decay"], "optimizer": "projected AdaBelief", "weights": "ema", "seed": tc["seed"]}
+    meta = {"prior": {"kind": "pogmdm", "sigma_max": SIGMA_MAX,
+                      "normalisation": "each training slice divided by its maximum magnitude"}}
+    meta.update(extra or {})
+    return save_model(ck["ema"], stem, model_type=mc["model_type"], config=mc["config"], training=training,
+                      metadata=meta)
 
 
 def cli_add_arguments(parser) -> None:

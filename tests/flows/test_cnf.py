@@ -43,13 +43,13 @@ def test_levels_as_configured():
         ConditionalNF(**{**TINY, "img_size": (12, 12)})  # 12 not divisible by 2^3
 
 
-@pytest.mark.parametrize("base", ["gaussian", "radial"])
-def test_invertibility(base):
+@pytest.mark.parametrize("base,shift", [("gaussian", False), ("radial", False), ("gaussian", True)])
+def test_invertibility(base, shift):
     torch.manual_seed(0)
-    m = _randomise(ConditionalNF(**TINY, base=base), scale=0.2)
+    m = _randomise(ConditionalNF(**TINY, base=base, mean_shift=shift), scale=0.2)
     u = torch.randn(3, 4, 8, 8)
     with torch.no_grad():
-        _, conds = m.conditioning(torch.randn(3, 4, 8, 8))
+        _, conds = m.conditioning(torch.randn(3, 4, 8, 8), torch.ones(8))
         z, _ = m.encode(u, conds)
         z2 = torch.randn(3, m.dim)
         rel_u = (m.decode(z, conds) - u).norm() / u.norm()
@@ -57,11 +57,12 @@ def test_invertibility(base):
     assert rel_u < 1e-4 and rel_z < 1e-4
 
 
-def test_logdet_matches_brute_force_jacobian():
+@pytest.mark.parametrize("shift", [False, True])
+def test_logdet_matches_brute_force_jacobian(shift):
     torch.manual_seed(0)
-    m = _randomise(ConditionalNF(**{**TINY, "num_levels": 2}), scale=0.3).double()
+    m = _randomise(ConditionalNF(**{**TINY, "num_levels": 2}, mean_shift=shift), scale=0.3).double()
     with torch.no_grad():
-        _, conds = m.conditioning(torch.randn(1, 4, 8, 8, dtype=torch.float64))
+        _, conds = m.conditioning(torch.randn(1, 4, 8, 8, dtype=torch.float64), torch.ones(8, dtype=torch.float64))
     u = torch.randn(1, 4, 8, 8, dtype=torch.float64)
     _, logdet = m.encode(u, conds)
     J = torch.autograd.functional.jacobian(lambda v: m.encode(v.reshape(u.shape), conds)[0].reshape(-1), u.reshape(-1))
@@ -70,9 +71,12 @@ def test_logdet_matches_brute_force_jacobian():
     assert abs(float(logdet)) > 1e-2  # the test is not of a volume-preserving map
 
 
-def test_samples_are_data_consistent_and_redraws_counted():
+@pytest.mark.parametrize("shift", [False, True])
+def test_samples_are_data_consistent_and_redraws_counted(shift):
     torch.manual_seed(0)
-    m = _randomise(ConditionalNF(**TINY))
+    m = _randomise(ConditionalNF(**TINY, mean_shift=shift))
+    with torch.no_grad():
+        m.unet.out.weight.normal_(0, 0.3)  # a non-zero shift mu(y)
     x, y, mask = _measurement()
     xs, info = cnf_sample(m, y, mask, 5, generator=0, chunk=2)
     assert xs.shape == (5, 1, 2, 8, 8) and info["redrawn"] == 0
@@ -128,7 +132,7 @@ def test_training_reduces_nll_and_saves(tmp_path):
     assert set(item) == {"x", "zf", "mask"} and item["x"].shape == (2, 8, 8)
     rss = item["zf"].abs().pow(2).sum(0).sqrt().flatten()
     assert float(torch.quantile(rss, 0.95)) == pytest.approx(1.0, rel=1e-5)  # normalised by the measurement
-    m = ConditionalNF(**TINY)
+    m = ConditionalNF(**TINY, mean_shift=True)
     data_init(m, data)
     tr = Trainer(m, CNFLoss(0.01), data, tmp_path / "run", steps=40, batch_size=4, lr=3e-3, warmup_steps=0,
                  checkpoint_every=20, progress=False)
@@ -156,10 +160,19 @@ def test_registered_method():
 
     x, y, mask = _measurement()
     s = S()
-    s.kspace, s.mask, s.maps = y[0], mask, None
+    s.kspace, s.mask = y[0], mask
     m = _randomise(ConditionalNF(**TINY))
     r = get_method("cnf")(s, n_samples=3, generator=0, weights=m, combine="rss")
     assert isinstance(r, SamplerResult) and r.samples.shape == (3, 1, 8, 8) and r.mean.shape == (1, 8, 8)
+    # S^H with maps that are all ones on coil 0: the combination is coil 0 of the samples
+    S = torch.zeros(2, 8, 8, dtype=torch.complex64)
+    S[0] = 1
+    r2 = get_method("cnf")(s, n_samples=3, generator=0, weights=m, maps=S)
+    xs, _ = cnf_sample(m, y, mask, 3, generator=0)
+    assert torch.allclose(r2.samples[:, 0], xs[:, 0, 0], atol=1e-5)
+    assert torch.allclose(r.samples[:, 0].real, xs[:, 0].abs().pow(2).sum(1).sqrt(), atol=1e-5)
+    with pytest.raises(ValueError):
+        get_method("cnf")(s, n_samples=1, weights=m, combine="bogus")
 
 
 def test_bad_input():

@@ -5,7 +5,15 @@ from bayesmri.flows.layers import (ActNorm, AdditiveCoupling, AffineCoupling, Fi
                                    InvertibleSequential, Squeeze, soft_clamp)
 from bayesmri.flows.unet import UNet
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    # exact log-determinants need double precision; restore the default for the other test modules
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 
 def _randomise(module, scale=0.3, seed=0):
