@@ -344,7 +344,8 @@ def _register():
         return
 
     @register_method("cinn", "conditional invertible network (Denker et al.): mean of P flow samples", stochastic=True)
-    def cinn_method(sample, *, n_samples=1, generator=None, device="cpu", progress=False, weights=None, **options):
+    def cinn_method(sample, *, n_samples=1, generator=None, device="cpu", progress=False, weights=None,
+                    maps="espirit", **options):
         """Posterior samples from the MRI cINN, conditioned on the zero-filled image ``A^H y``.
 
         The inversion layer is the sample's own adjoint (coil-combined zero-filled image for multi-coil
@@ -358,15 +359,14 @@ def _register():
         import torch.nn.functional as F
 
         if options:
-            raise ValueError(f"method 'cinn' got unknown option(s) {', '.join(sorted(options))}; allowed: weights")
+            raise ValueError(f"method 'cinn' got unknown option(s) {', '.join(sorted(options))}; allowed: weights, maps")
         if not isinstance(n_samples, int) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
         t0 = time.perf_counter()
         model, meta = load_cinn(weights or DEFAULT_WEIGHTS, device=device)
-        op = sample.operator(device=device)
-        y = sample.kspace.to(device)
-        if y.ndim == len(op.range_shape):
-            y = y.unsqueeze(0)
+        from ..methods import prepare
+
+        sample, op, y = prepare(sample, device, maps)
         with torch.no_grad():
             zf = op.A_adjoint(y)  # (B, H, W) complex
             H, W = zf.shape[-2:]

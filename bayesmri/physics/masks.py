@@ -234,7 +234,9 @@ def gro_mask(
     elif seed is None:
         frame = 0.0
     elif isinstance(seed, (int, np.integer)):
-        frame = float(seed)
+        # Large seeds (e.g. 63-bit derived seeds) would lose their low bits as a float frame index
+        # and collapse the lines; reduce them first so every seed gives a proper GRO frame.
+        frame = float(int(seed) % (2**31 - 1))
     else:
         raise TypeError(f"seed must be an int, a torch.Generator or None, got {type(seed).__name__}")
 

@@ -149,7 +149,7 @@ class SamplerResult:
 
     samples: torch.Tensor
     mean: torch.Tensor
-    std: torch.Tensor
+    std: torch.Tensor | None
     nfe: int
     wall_time: float
     score_time: float = 0.0
