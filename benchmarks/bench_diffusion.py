@@ -131,8 +131,9 @@ def slice_indices(n_total, n):
 
 # ------------------------------------------------------------------------------------------ experiments
 def exp_prior(prior, cache, args):
-    if cache.get("prior") and FIG.is_file():
-        return
+    done = cache.get("prior")
+    if done and done.get("weights") == args.weights_label and FIG.is_file():
+        return  # redrawn whenever the weights change
     import matplotlib
 
     matplotlib.use("Agg")
@@ -170,7 +171,7 @@ def exp_prior(prior, cache, args):
         os.chmod(tmp, 0o644)
         os.replace(tmp, p)
     plt.close(fig)
-    cache.put("prior", {"n": n, "levels": args.prior_levels, "seconds": dt,
+    cache.put("prior", {"n": n, "levels": args.prior_levels, "seconds": dt, "weights": args.weights_label,
                         "min": float(x.min()), "max": float(x.max()), "mean": float(x.mean())})
 
 
