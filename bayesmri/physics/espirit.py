@@ -186,8 +186,10 @@ def espirit_maps(
         undersampled outside a fully sampled central region.
     num_acs : int or (int, int)
         Maximum calibration size; the largest fully sampled centred region up to this size is used.
-    kernel_size : int
-        ESPIRiT kernel width ``k`` (``k x k`` patches).
+    kernel_size : int or (int, int)
+        ESPIRiT kernel size ``(kh, kw)`` (``k x k`` patches for an int). Along an axis where the
+        calibration region has fewer than ``2 k`` lines the kernel shrinks to half the region
+        (see :func:`_fit_kernel`); a region with fewer than 4 lines raises ValueError.
     threshold : float
         Relative singular-value threshold defining the signal subspace, in ``(0, 1)``.
     crop : float

@@ -445,7 +445,7 @@ def poisson_disc_mask(
     seed : int, torch.Generator or None
     crop_corner : bool
     max_iter : int
-        Bisection steps on the slope.
+        Maximum number of safeguarded secant (regula falsi, Illinois) steps on the slope.
 
     Returns
     -------
