@@ -190,13 +190,16 @@ def make_figure(model, path: Path) -> None:
         z = torch.linspace(-1, 1, 401)
         ts = [0.0, 0.05, 0.1, 0.2, 0.4]
         pots = [model.potentials(z, t) for t in ts]
-    fig, ax = plt.subplots(4, 10, figsize=(20, 8.5))
-    for i in range(20):
-        r, c = (0 if i < 10 else 2), i % 10
+    n = model.n_filters
+    fig, ax = plt.subplots(4, 11, figsize=(22, 8.5))
+    for a in ax[2:, 10]:
+        a.axis("off")
+    for i in range(n):
+        r, c = (0 if i < 10 or i == 20 else 2), (i % 10 if i < 20 else 10)
         a = ax[r, c]
         a.imshow(k[i], cmap="gray")
-        a.set_title(f"{'V' if i < 10 else 'H'} {'coarse' if (i % 10) < 5 else 'fine'} s={(i % 5) - 2}\n"
-                    f"gamma={float(model.gamma[i]):.2f}", fontsize=7)
+        name = "low-pass" if i == 20 else f"{'V' if i < 10 else 'H'} {'coarse' if (i % 10) < 5 else 'fine'} s={(i % 5) - 2}"
+        a.set_title(f"{name}\ngamma={float(model.gamma[i]):.2f}", fontsize=7)
         a.axis("off")
         b = ax[r + 1, c]
         for t, p in zip(ts, pots):
@@ -279,15 +282,15 @@ def main(argv=None):
                    choices=["denoise", "figure", "recon", "timing"])
     p.add_argument("--weights", default="pogmdm_mri")
     p.add_argument("--size", type=int, default=128)
-    p.add_argument("--slices", type=int, default=2)
+    p.add_argument("--slices", type=int, default=1)
     p.add_argument("--denoise-slices", type=int, default=8)
     p.add_argument("--patterns", nargs="*", default=["cart-acs8", "cart-acs4", "cart-acs2", "radial", "gauss2d"])
-    p.add_argument("--samples", type=int, default=4)
-    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--samples", type=int, default=2)
+    p.add_argument("--steps", type=int, default=150)
     p.add_argument("--zeta-start", type=float, default=0.3)
     p.add_argument("--mu", type=float, default=1.0)
     p.add_argument("--corrector", type=int, default=0)
-    p.add_argument("--map-steps", type=int, default=250)
+    p.add_argument("--map-steps", type=int, default=100)
     p.add_argument("--map-weight", type=float, default=1e-4)
     p.add_argument("--with-learned", action="store_true", help="also run other registered learned methods")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pogmdm"))

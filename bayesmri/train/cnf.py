@@ -182,6 +182,14 @@ def cli_run(args, cfg) -> int:
                     "pretrain_steps": args.pretrain_steps, "size_preset": args.size_preset,
                     "train_noise": args.train_noise}}
     joint_ckpt = out / "checkpoint.pt"
+    dtype = torch.float16 if args.export_dtype == "float16" else None
+    stem = getattr(args, "export_to", None) or out / "model_ema"
+    if getattr(args, "export_only", False):
+        if not joint_ckpt.is_file():
+            raise FileNotFoundError(f"--export-only: no checkpoint in {out}")
+        trainer = Trainer(model, CNFLoss(args.train_noise), data, out, cfg, resume=True, export_metadata=meta)
+        print(f"step {trainer.step}: exported {trainer.export(stem, dtype=dtype)}")
+        return 0
     if args.pretrain_steps > 0 and not joint_ckpt.exists():
         data_init(model, data)
         pre = Trainer(model, cnf_pretrain_loss, data, out / "pretrain",
@@ -194,7 +202,6 @@ def cli_run(args, cfg) -> int:
     trainer = Trainer(model, CNFLoss(args.train_noise), data, out, cfg, resume=args.resume or joint_ckpt.exists(),
                       export_metadata=meta)
     res = trainer.fit(export=False)
-    dtype = torch.float16 if args.export_dtype == "float16" else None
-    path = trainer.export(out / "model_ema", dtype=dtype)
+    path = trainer.export(stem, dtype=dtype)
     print(f"step {res.step}: last loss {res.last_loss:.4g} bits/dim; exported {path}")
     return 0

@@ -109,11 +109,33 @@ class PoGMDMLoss:
         return loss, {"sigma": float(sigma)}
 
 
+def _warm_start(model, path) -> None:
+    """Copy parameters from a safetensors file; experts present in both models are copied row-wise
+    (e.g. a 20-expert model into a 21-expert one whose low-pass expert keeps its initialisation)."""
+    from safetensors.torch import load_file
+
+    src = load_file(str(path))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name not in src:
+                continue
+            v = src[name].to(p.dtype)
+            if v.shape == p.shape:
+                p.copy_(v)
+            elif v.ndim >= 1 and v.shape[1:] == p.shape[1:] and v.shape[0] < p.shape[0]:
+                p[: v.shape[0]].copy_(v)
+            else:
+                raise ValueError(f"cannot warm-start {name}: shape {tuple(v.shape)} vs {tuple(p.shape)}")
+    model.project()
+
+
 def train_pogmdm(out_dir, steps: int = 2000, batch_size: int = 16, patch: int = 64, lr: float = 5e-3,
-                 size: int = 128, seed: int = 0, resume: bool = False, progress: bool = True, cfg=None):
+                 size: int = 128, seed: int = 0, resume: bool = False, progress: bool = True, cfg=None,
+                 init=None, lowpass_expert: bool = True):
     """Train a :class:`~bayesmri.priors.pogmdm.PoGMDM` with the common trainer; returns the ``Trainer``.
 
-    The export ``out_dir/model_ema.safetensors`` + ``.json`` holds the EMA weights.
+    ``init``: safetensors file to warm-start from (:func:`_warm_start`). The export
+    ``out_dir/model_ema.safetensors`` + ``.json`` holds the EMA weights.
     """
     from bayesmri.priors.pogmdm import PoGMDM
     from bayesmri.train import TrainConfig, Trainer
@@ -121,7 +143,9 @@ def train_pogmdm(out_dir, steps: int = 2000, batch_size: int = 16, patch: int = 
 
     images = builtin_slices("train", size)
     torch.manual_seed(seed)
-    model = PoGMDM()
+    model = PoGMDM(lowpass_expert=lowpass_expert)
+    if init is not None and not resume:
+        _warm_start(model, init)
     cfg = cfg or TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=0, grad_clip=None,
                              ema_decay=0.999, checkpoint_every=100, seed=seed, progress=progress)
     # per-group learning rates relative to cfg.lr: the parameters live on very different scales
@@ -158,11 +182,14 @@ def cli_add_arguments(parser) -> None:
     """Options of ``bayesmri train pogmdm`` (common ones come from the train command)."""
     parser.add_argument("--patch", type=int, default=64, help="training crop size (default 64)")
     parser.add_argument("--size", type=int, default=128, help="slice size before cropping (default 128)")
+    parser.add_argument("--init", default=None, help="safetensors file to warm-start from")
+    parser.add_argument("--no-lowpass-expert", action="store_true", help="20 experts, 1578 parameters")
 
 
 def cli_run(args, cfg) -> int:
     """Train with the common :class:`~bayesmri.train.TrainConfig` ``cfg`` (AdaBelief uses ``cfg.lr``)."""
-    trainer = train_pogmdm(args.out, patch=args.patch, size=args.size, resume=args.resume, cfg=cfg)
+    trainer = train_pogmdm(args.out, patch=args.patch, size=args.size, resume=args.resume, cfg=cfg, init=args.init,
+                           lowpass_expert=not args.no_lowpass_expert)
     res = trainer.fit()
     print(f"done: step {res.step}, loss {res.last_loss:.4g}, {res.steps_per_second:.3g} steps/s; weights {res.export}")
     return 0

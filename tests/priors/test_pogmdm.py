@@ -21,9 +21,10 @@ def model():
 
 
 def test_parameter_count_matches_paper(model):
-    # 9 + 17^2 + o ceil(L/2) + o = 1578 (Nagler sec. 3.2)
-    assert model.num_parameters() == 1578
-    assert model.weights().shape == (20, 125)
+    # 9 + 17^2 + o ceil(L/2) + o = 1578 (Nagler sec. 3.2); with a low-pass expert o + 1: 1642
+    assert PoGMDM(lowpass_expert=False).num_parameters() == 1578
+    assert model.num_parameters() == 1642
+    assert model.weights().shape == (21, 125)
 
 
 @pytest.mark.parametrize("fast", [False, True])
@@ -69,6 +70,7 @@ def test_gmm_variance_update_is_exact_gaussian_convolution(model):
 def test_filters_are_real_directional_and_any_size(model):
     spec = model.filter_spectra(40, 56, with_lowpass=True)
     assert spec.shape == (21, 40, 56)
+    assert PoGMDM(lowpass_expert=False).filter_spectra(40, 56).shape == (20, 40, 56)
     kern = torch.fft.ifft2(spec)
     assert kern.imag.abs().max() < 1e-5 * kern.real.abs().max()  # real kernels
     # vertical-cone filters carry their energy at |w1| > |w2|, horizontal ones at |w2| > |w1|
@@ -79,7 +81,7 @@ def test_filters_are_real_directional_and_any_size(model):
     frac = (e * vert_region).flatten(1).sum(1) / e.flatten(1).sum(1)
     # unsheared filters (s = 0: indices 2, 7 and 12, 17) lie inside their cone
     assert bool((frac[[2, 7]] > 0.8).all()) and bool((frac[[12, 17]] < 0.2).all())
-    assert float(frac[:10].mean()) > 0.6 and float(frac[10:].mean()) < 0.4
+    assert float(frac[:10].mean()) > 0.6 and float(frac[10:20].mean()) < 0.4
 
 
 def test_projections():
@@ -96,7 +98,7 @@ def test_projections():
     loss.backward()
     opt.step()
     w = m.weights()
-    assert torch.allclose(w.sum(-1), torch.ones(20), atol=1e-5) and bool((w >= 0).all())
+    assert torch.allclose(w.sum(-1), torch.ones(21), atol=1e-5) and bool((w >= 0).all())
     assert torch.allclose(w, w.flip(-1))
     assert float(m.h.sum()) == pytest.approx(1.0, abs=1e-5)
     assert float(m.P.abs().sum()) == pytest.approx(1.0, abs=1e-5)
