@@ -86,6 +86,8 @@ class MethodInfo:
     fn: Callable
     description: str = ""
     stochastic: bool = False
+    #: Cheaper settings that ``bayesmri demo`` passes so that its defaults fit the 5-minute budget.
+    demo_options: dict = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, MethodInfo] = {}
@@ -101,8 +103,13 @@ METHOD_MODULES: list[str] = [
 _discovered = False
 
 
-def register_method(name: str, description: str = "", *, stochastic: bool = False):
-    """Decorator registering ``fn`` under ``name`` (lower-case letters, digits, ``-``, ``_``)."""
+def register_method(name: str, description: str = "", *, stochastic: bool = False,
+                    demo_options: dict | None = None):
+    """Decorator registering ``fn`` under ``name`` (lower-case letters, digits, ``-``, ``_``).
+
+    ``demo_options`` are keyword options that ``bayesmri demo`` passes to the method (reduced step
+    counts for the demo's time budget); ``recon`` and the benchmarks use the method's own defaults.
+    """
     if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_" for c in name):
         raise ValueError(f"method name must be a non-empty identifier of [a-z0-9_-], got {name!r}")
     if "," in name:  # the CLI splits --methods on commas
@@ -115,7 +122,8 @@ def register_method(name: str, description: str = "", *, stochastic: bool = Fals
             fn.__qualname__,
         ):
             raise ValueError(f"method {name!r} is already registered by {old.fn.__module__}")
-        _REGISTRY[name] = MethodInfo(name, fn, description or (fn.__doc__ or "").strip().split("\n")[0], stochastic)
+        _REGISTRY[name] = MethodInfo(name, fn, description or (fn.__doc__ or "").strip().split("\n")[0], stochastic,
+                                     dict(demo_options or {}))
         return fn
 
     return deco

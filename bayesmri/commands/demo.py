@@ -208,7 +208,8 @@ def run_demo(
                     bar.update(len(samples))
                 else:
                     try:
-                        res = run_method(m, samples, n_samples=n_samples, seed=seed, device=dev, maps=maps, on_slice=tick)
+                        res = run_method(m, samples, n_samples=n_samples, seed=seed, device=dev, maps=maps, on_slice=tick,
+                                         options=info.demo_options)
                     except Exception as exc:  # noqa: BLE001 - reported, and only when skipping is asked for
                         if not skip_failures:
                             raise

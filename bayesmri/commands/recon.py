@@ -104,11 +104,12 @@ def _accepts(fn, name: str) -> bool:
 
 
 def run_method(name: str, samples, *, n_samples: int = 1, seed: int = 0, device="cpu", maps=None,
-               progress: bool = False, on_slice=None):
+               progress: bool = False, on_slice=None, options: dict | None = None):
     """Run registered method ``name`` on each slice of ``samples`` (a list of ``MRISample``).
 
     Slice ``i`` gets a generator seeded with ``seed + i``. ``maps`` (``"espirit"``/``"true"``) is
     passed to methods that take it. ``on_slice()`` is called after each slice (progress bars).
+    ``options`` are extra keyword options for the method (e.g. its ``demo_options``).
 
     Returns
     -------
@@ -120,6 +121,7 @@ def run_method(name: str, samples, *, n_samples: int = 1, seed: int = 0, device=
     info = method_info(name)
     P = int(n_samples) if info.stochastic else 1
     kw = {"maps": maps} if maps is not None and _accepts(info.fn, "maps") else {}
+    kw.update(options or {})
     dev = torch.device(device)
     outs = []
     for i, sample in enumerate(samples):

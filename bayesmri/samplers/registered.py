@@ -158,20 +158,21 @@ _DOC = " Options: {}; common: maps, prior, weights, scale, noise_sigma, chunk_si
 
 
 @register_method("pula", "diffusion prior, exact likelihood, preconditioned ULA (Holliber, Uecker et al.)",
-                 stochastic=True)
+                 stochastic=True, demo_options=DEMO_OPTIONS["pula"])
 def pula_method(sample, *, n_samples=1, generator=None, device="cpu", progress=False, **options):
     return run_sampler("pula", sample, n_samples=n_samples, generator=generator, device=device,
                        progress=progress, **options)
 
 
-@register_method("ula-annealed", "diffusion prior, annealed likelihood, ULA (Jalal et al.)", stochastic=True)
+@register_method("ula-annealed", "diffusion prior, annealed likelihood, ULA (Jalal et al.)", stochastic=True,
+                 demo_options=DEMO_OPTIONS["ula-annealed"])
 def ula_annealed_method(sample, *, n_samples=1, generator=None, device="cpu", progress=False, **options):
     return run_sampler("ula-annealed", sample, n_samples=n_samples, generator=generator, device=device,
                        progress=progress, **options)
 
 
 @register_method("score-mri", "diffusion prior, Score-MRI predictor-corrector with data consistency (Chung & Ye)",
-                 stochastic=True)
+                 stochastic=True, demo_options=DEMO_OPTIONS["score-mri"])
 def score_mri_method(sample, *, n_samples=1, generator=None, device="cpu", progress=False, **options):
     return run_sampler("score-mri", sample, n_samples=n_samples, generator=generator, device=device,
                        progress=progress, **options)
