@@ -126,7 +126,7 @@ def test_shipped_weights_denoise_better_than_gaussian_filter():
         model = load_pogmdm()
     except FileNotFoundError:
         pytest.skip("no shipped PoGMDM weights")
-    x = builtin_slices("test", 64)[::20][:4]
+    x = builtin_slices("test", 128)[::30][:4]  # the training scale: 128x128 slices
     g = torch.Generator().manual_seed(0)
     sigma = 0.1
     y = x + sigma * torch.randn(x.shape, generator=g)
