@@ -203,3 +203,23 @@ def test_cnf_loss_noise_is_seeded():
     assert a == b and a != clean  # the perturbation is applied and reproducible from the step generator
     with pytest.raises(ValueError):
         CNFLoss(-1.0)
+
+
+def test_shipped_weights_beat_zero_filled():
+    from bayesmri.data import load_slices
+    from bayesmri.flows.cnf import load_cnf
+    from bayesmri.metrics import psnr
+    from bayesmri.train.cnf import CNFDataset
+
+    m = load_cnf("cnf64")
+    assert m.config["num_levels"] == 3 and m.img_size == (64, 64)
+    ds = CNFDataset(load_slices("test", 64, indices=[60]), ncoils=8, acceleration=4, seed=1000, flips=False, repeats=1)
+    it = ds[0]
+    y = (it["mask"] * fft2c(it["zf"]))[None]
+    xs, info = cnf_sample(m, y, it["mask"], 4, generator=0)
+    S = ds.maps
+    truth = (S.conj() * it["x"]).sum(0)
+    mean = (S.conj() * xs[:, 0]).sum(1).mean(0)
+    zf = (S.conj() * it["zf"]).sum(0)
+    assert float(psnr(mean, truth)) > float(psnr(zf, truth)) + 3.0
+    assert float((it["mask"] * (fft2c(xs[:, 0]) - y)).abs().max()) < 1e-5 * float(y.abs().max())
