@@ -299,6 +299,8 @@ class JointPoGMDM:
 _PRIOR_CACHE: dict = {}
 #: Defaults of the registered method ``pogmdm-joint`` (CLI ``recon``/``demo``).
 METHOD_DEFAULTS = {"n_steps": 300, "zeta_start": 0.3, "n_corrector": 0, "mu": 1.0, "map_steps": 250}
+#: Cheaper settings for ``bayesmri demo`` (its 5-minute budget on 2 CPU cores).
+DEMO_OPTIONS = {"n_steps": 100, "map_steps": 50}
 
 
 def _default_prior(device):
@@ -342,6 +344,6 @@ try:  # register with the CLI's method registry when it exists
     from ..methods import register_method
 
     register_method("pogmdm-joint", "PoGMDM prior, joint image + coil-map posterior sampling (Nagler Alg. 1)",
-                    stochastic=True)(pogmdm_joint_method)
+                    stochastic=True, demo_options=DEMO_OPTIONS)(pogmdm_joint_method)
 except ImportError:  # pragma: no cover
     pass
