@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .io import atomic_path
+
 __all__ = ["readcfl", "writecfl", "bart_available", "bart", "BartError"]
 
 
@@ -53,12 +55,11 @@ def writecfl(name, array) -> None:
     base = _base(name)
     a = np.asarray(array, dtype=np.complex64)
     dims = list(a.shape) + [1] * max(0, 16 - a.ndim)
-    tmp_cfl, tmp_hdr = base + ".cfl.tmp", base + ".hdr.tmp"
-    with open(tmp_hdr, "w") as f:
-        f.write("# Dimensions\n" + " ".join(str(d) for d in dims) + "\n")
-    a.ravel(order="F").tofile(tmp_cfl)
-    os.replace(tmp_cfl, base + ".cfl")
-    os.replace(tmp_hdr, base + ".hdr")
+    # Data first, header last: a reader that finds the new header also finds complete data.
+    with atomic_path(base + ".cfl") as tmp:
+        a.ravel(order="F").tofile(tmp)
+    with atomic_path(base + ".hdr") as tmp:
+        tmp.write_text("# Dimensions\n" + " ".join(str(d) for d in dims) + "\n")
 
 
 def bart_available() -> bool:

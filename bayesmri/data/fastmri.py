@@ -20,13 +20,13 @@ zero-filled RSS magnitude. Every error about a file is a one-line ``ValueError``
 from __future__ import annotations
 
 import os
-import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from ..io import atomic_path
 from ..physics.coils import rss, svd_coil_compression
 from ..physics.fft import fft2c, ifft2c
 from .sample import MRISample, percentile_scale
@@ -303,32 +303,22 @@ def write_fastmri_h5(path, kspace, *, reconstruction=None, recon_size: tuple[int
             raise ValueError(f"reconstruction must have shape ({k.shape[0]}, h, w), got {rec.shape}")
     if header is None:
         header = make_ismrmrd_header((H, W, 1), (rec.shape[-2], rec.shape[-1], 1), acquisition=acquisition)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     h5py = _h5py()
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("kspace", data=k)
-            f.create_dataset("reconstruction_rss" if multicoil else "reconstruction_esc", data=rec)
-            f.create_dataset("ismrmrd_header", data=np.bytes_(header.encode("utf-8")))
-            if mask is not None:
-                m = np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask).astype(bool)
-                f.create_dataset("mask", data=m)
-            f.attrs["acquisition"] = acquisition
-            f.attrs["max"] = float(rec.max()) if rec.size else 0.0
-            f.attrs["norm"] = float(np.linalg.norm(rec))
-            f.attrs["patient_id"] = patient_id
-            if num_low_frequency is not None:
-                f.attrs["num_low_frequency"] = int(num_low_frequency)
-            for kk, vv in (extra_attrs or {}).items():
-                f.attrs[kk] = vv
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("kspace", data=k)
+        f.create_dataset("reconstruction_rss" if multicoil else "reconstruction_esc", data=rec)
+        f.create_dataset("ismrmrd_header", data=np.bytes_(header.encode("utf-8")))
+        if mask is not None:
+            m = np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask).astype(bool)
+            f.create_dataset("mask", data=m)
+        f.attrs["acquisition"] = acquisition
+        f.attrs["max"] = float(rec.max()) if rec.size else 0.0
+        f.attrs["norm"] = float(np.linalg.norm(rec))
+        f.attrs["patient_id"] = patient_id
+        if num_low_frequency is not None:
+            f.attrs["num_low_frequency"] = int(num_low_frequency)
+        for kk, vv in (extra_attrs or {}).items():
+            f.attrs[kk] = vv
     return path
 
 

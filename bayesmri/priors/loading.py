@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+from ..io import atomic_path
+
 
 __all__ = ["MODEL_TYPES", "register_model_type", "save_model", "load_model", "read_config", "weights_dir", "resolve_weights"]
 
@@ -45,18 +43,8 @@ def weights_dir() -> Path:
 
 
 def _atomic_write_bytes(data: bytes, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def save_model(weights, stem, *, model_type: str, config: dict, training: dict | None = None,

@@ -30,7 +30,6 @@ import math
 import os
 import random
 import signal
-import tempfile
 import threading
 import time
 import warnings
@@ -39,16 +38,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
 import torch
-from torch import nn
 import torch.distributed as dist
+from torch import nn
 from torch.utils.data import Dataset, DistributedSampler
 from torch.utils.data import default_collate
 
+from ..io import atomic_path
 from .distributed import DistInfo, dist_info
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 __all__ = ["TrainConfig", "Trainer", "TrainResult", "atomic_torch_save", "load_checkpoint", "step_generator"]
 
@@ -125,20 +124,8 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 
     A reader never sees a half-written file: either the old file or the complete new one.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
@@ -414,13 +401,10 @@ class Trainer:
                 kept = [row for row in r if row.get("step") and int(row["step"]) <= self.step]
         if not fields_:
             fields_ = base + [k for k in logs if k not in base]
-        fd, tmp = tempfile.mkstemp(prefix=f".{LOG_NAME}.", suffix=".tmp", dir=self.out_dir)
-        with os.fdopen(fd, "w", newline="") as f:
+        with atomic_path(self.log_path) as tmp, open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=fields_)
             w.writeheader()
             w.writerows(kept)
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, self.log_path)
         self._csv_fields = list(fields_)
         self._csv_file = open(self.log_path, "a", newline="")
         self._csv_writer = csv.DictWriter(self._csv_file, fieldnames=self._csv_fields, extrasaction="ignore", restval="")

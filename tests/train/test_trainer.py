@@ -112,7 +112,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert (tmp_path / "checkpoint.pt").read_bytes() == before  # old checkpoint intact
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2
-    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]  # no temp file left behind
+    assert not [p for p in os.listdir(tmp_path) if ".tmp" in p]  # no temp file left behind
 
 
 def test_checkpoint_loads_with_weights_only(tmp_path):
