@@ -38,7 +38,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .._validate import as_generator, check_kspace, check_mask
+from .._validate import as_generator, check_kspace
+from ..physics.cartesian import as_mask4d
 from ..physics.fft import fft2c, ifft2c
 from .base import make_base
 from .layers import ActNorm, AffineCoupling, FixedOrthogonal1x1, InvertibleSequential, Squeeze
@@ -69,20 +70,6 @@ def channels_to_complex(x: torch.Tensor) -> torch.Tensor:
     return torch.view_as_complex(x.reshape(B, C2 // 2, 2, H, W).permute(0, 1, 3, 4, 2).contiguous())
 
 
-def _mask4d(mask: torch.Tensor, H: int, W: int) -> torch.Tensor:
-    check_mask(mask)
-    m = mask.to(torch.float32)
-    if m.ndim == 1:
-        m = m.reshape(1, 1, 1, -1)
-    elif m.ndim == 2:
-        m = m.reshape(1, 1, *m.shape)
-    elif m.ndim == 3:
-        m = m.unsqueeze(1)
-    if m.ndim != 4 or m.shape[-1] != W or m.shape[-2] not in (1, H):
-        raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to k-space (.., {H}, {W})")
-    return m
-
-
 def zero_filled_and_scale(kspace: torch.Tensor, mask: torch.Tensor, percentile: float = 0.95):
     """Zero-filled coil images ``A^+ y = F^H (M k)`` and the normalisation ``s`` (per item).
 
@@ -101,7 +88,7 @@ def zero_filled_and_scale(kspace: torch.Tensor, mask: torch.Tensor, percentile: 
     if kspace.ndim != 4:
         raise ValueError(f"kspace must have shape (B, C, H, W), got {tuple(kspace.shape)}")
     H, W = kspace.shape[-2:]
-    m = _mask4d(mask.to(kspace.device), H, W)
+    m = as_mask4d(mask.to(kspace.device), H, W)
     zf = ifft2c(m * kspace)
     mag = torch.sqrt((zf.real**2 + zf.imag**2).sum(1)).flatten(1)
     scale = torch.quantile(mag, percentile, dim=1).clamp_min(torch.finfo(mag.dtype).tiny)

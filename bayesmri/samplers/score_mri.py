@@ -125,7 +125,6 @@ class ScoreMRI(Sampler):
             A = lambda v: mask * fft2c(v)  # noqa: E731  single-coil model per coil image
             AH = lambda k: ifft2c(mask * k)  # noqa: E731
             dc_scale = 1.0
-            C = maps.shape[1]
             # Prior acts on each coil image: (P, C, H, W) -> (P*C, H, W)
             base = score
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 
 from .base import Measurement, Sampler, geometric_sigmas, white_noise
 

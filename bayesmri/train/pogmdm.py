@@ -15,7 +15,6 @@ CLI: ``bayesmri train pogmdm --out runs/pogmdm --steps 2000 --batch-size 16 --lr
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
@@ -98,7 +97,6 @@ class PoGMDMLoss:
 
     def __call__(self, model, batch, generator):
         x = batch if batch.ndim == 3 else batch[:, 0]
-        B = x.shape[0]
         # one sigma per batch: the experts' tables are then built once per step (B-fold cheaper)
         sigma = self.sigma_min + (self.sigma_max - self.sigma_min) * torch.rand((), generator=generator)
         z = torch.randn(x.shape, generator=generator)
