@@ -171,3 +171,24 @@ def test_demo_skips_a_failing_method_only_when_asked(tmp_path, capsys):
         assert not (tmp_path / "b").exists()
     finally:
         methods._REGISTRY.pop("broken-test", None)
+
+
+def test_run_method_forwards_maps_and_options_through_kwargs():
+    """A method that forwards ``**options`` must get the maps its result is scored against."""
+    from bayesmri import methods
+    from bayesmri.commands.recon import run_method
+    from bayesmri.commands.simulate import simulate_builtin
+
+    seen = {}
+
+    @methods.register_method("kwargs-test", "records its options")
+    def _rec(sample, *, n_samples=1, generator=None, device="cpu", progress=False, **options):
+        seen.update(options)
+        return methods.get_method("zf")(sample, maps=options["maps"])
+
+    try:
+        sample = simulate_builtin("test", 1, "gro", 4, 4, 30.0, 0, 64)[0]
+        run_method("kwargs-test", [sample], maps="true", options={"n_levels": 3})
+        assert seen == {"maps": "true", "n_levels": 3}
+    finally:
+        methods._REGISTRY.pop("kwargs-test", None)

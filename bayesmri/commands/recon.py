@@ -95,12 +95,16 @@ def evaluate(mean: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
 
 
 def _accepts(fn, name: str) -> bool:
+    """True if ``fn`` takes keyword ``name``, by name or through ``**kwargs``."""
     import inspect
 
     try:
-        return name in inspect.signature(fn).parameters
+        params = inspect.signature(fn).parameters
     except (TypeError, ValueError):  # pragma: no cover - builtins
         return False
+    # Methods that forward **options (the diffusion samplers) must get the maps the reference uses,
+    # else they reconstruct with ESPIRiT's phase reference while being scored against the true image.
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def run_method(name: str, samples, *, n_samples: int = 1, seed: int = 0, device="cpu", maps=None,

@@ -300,7 +300,7 @@ _PRIOR_CACHE: dict = {}
 #: Defaults of the registered method ``pogmdm-joint`` (CLI ``recon``/``demo``).
 METHOD_DEFAULTS = {"n_steps": 300, "zeta_start": 0.3, "n_corrector": 0, "mu": 1.0, "map_steps": 250}
 #: Cheaper settings for ``bayesmri demo`` (its 5-minute budget on 2 CPU cores).
-DEMO_OPTIONS = {"n_steps": 100, "map_steps": 50}
+DEMO_OPTIONS = {"n_steps": 60, "map_steps": 10}
 
 
 def _default_prior(device):

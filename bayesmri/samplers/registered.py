@@ -49,7 +49,7 @@ DEFAULTS: dict[str, dict] = {
 #: Reduced settings for ``bayesmri demo`` (5-minute budget on 2 CPU cores at 128x128).
 DEMO_OPTIONS: dict[str, dict] = {
     "pula": dict(n_levels=10),
-    "ula-annealed": dict(n_levels=20),
+    "ula-annealed": dict(n_levels=60),
     "score-mri": dict(n_levels=50, t0=0.3),
 }
 
