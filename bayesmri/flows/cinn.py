@@ -333,8 +333,40 @@ def load_cinn(stem, device="cpu") -> tuple[ConditionalINN, dict]:
 
 
 # ---------------------------------------------------------------------------------------------- method
-#: Shipped single-coil MRI cINN (64 x 64, uniform random columns R = 4 with 8 % ACS).
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "cinn_mri64"
+_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+#: Single-coil MRI cINN (64 x 64, magnitude images, one fixed uniform random-column mask R = 4, 8 % ACS).
+SINGLE_COIL_WEIGHTS = _WEIGHTS_DIR / "cinn_mri64"
+#: Multi-coil MRI cINN trained on the demo's acquisitions (8 coils, GRO R = 4 and Poisson R = 8).
+MULTICOIL_WEIGHTS = _WEIGHTS_DIR / "cinn_mri64_mc"
+
+
+def default_weights() -> Path:
+    """The weights the ``cinn`` method uses by default: the multi-coil model if installed, else single-coil."""
+    return MULTICOIL_WEIGHTS if Path(str(MULTICOIL_WEIGHTS) + ".safetensors").is_file() else SINGLE_COIL_WEIGHTS
+
+
+DEFAULT_WEIGHTS = default_weights()
+
+
+def mri_condition(zf: torch.Tensor, img_shape: tuple[int, int]):
+    """Inversion image of the MRI cINN from the adjoint ``A^H y`` ``(B, H, W)`` complex.
+
+    The low-resolution phase is removed (:func:`~bayesmri.flows.conditioning.remove_lowres_phase`:
+    the models predict real, non-negative images and were conditioned on ``[re, im]`` of an image on
+    the real axis), the pair is resampled to ``img_shape`` if needed and divided by its 95th-percentile
+    magnitude, as in training. Returns ``(c (B, 2, h, w), scale (B, 1, 1, 1), phase (B, H, W))``.
+    """
+    import torch.nn.functional as F
+
+    from .conditioning import lowres_phase
+
+    ph = lowres_phase(zf)
+    zr = zf * ph.conj()
+    c = torch.stack([zr.real, zr.imag], 1).float()
+    if tuple(zf.shape[-2:]) != tuple(img_shape):
+        c = F.interpolate(c, size=tuple(img_shape), mode="bilinear", antialias=True, align_corners=False)
+    scale = torch.quantile(c.norm(dim=1).flatten(1), 0.95, dim=1).clamp_min(1e-12)[:, None, None, None]
+    return c / scale, scale, ph
 
 
 def _register():
@@ -346,13 +378,19 @@ def _register():
     @register_method("cinn", "conditional invertible network (Denker et al.): mean of P flow samples", stochastic=True)
     def cinn_method(sample, *, n_samples=1, generator=None, device="cpu", progress=False, weights=None,
                     maps="espirit", **options):
-        """Posterior samples from the MRI cINN, conditioned on the zero-filled image ``A^H y``.
+        """Posterior samples from an MRI cINN, conditioned on the adjoint image ``A^H y``.
 
-        The inversion layer is the sample's own adjoint (coil-combined zero-filled image for multi-coil
-        data, ``F^H P^T y`` for single-coil), scaled by its 95th-percentile magnitude as in training. The
-        shipped model is 64 x 64: other sizes are resampled to 64 x 64 and back (recorded in
-        ``diagnostics["resampled_from"]``); it was trained with one fixed mask (see its JSON).
-        Returns magnitude images as complex64 in the scale of ``sample.kspace``.
+        Inversion layer: the sample's own adjoint (coil-combined zero-filled image ``S^H F^H P^T y`` for
+        multi-coil data, ``F^H P^T y`` for single-coil) with its low-resolution phase removed, scaled
+        by its 95th-percentile magnitude (:func:`mri_condition`). The network predicts a real magnitude
+        image; samples are returned as complex64 ``magnitude * exp(i phase_lr)`` (the data's smooth
+        phase put back), in the scale of ``sample.kspace``. The shipped models are 64 x 64: other sizes
+        are resampled to 64 x 64 and back (``diagnostics["resampled_from"]``).
+
+        Weights (``weights=``, default :func:`default_weights`): ``cinn_mri64_mc`` was trained on the
+        demo's acquisitions (8 coils, GRO R = 4 / Poisson R = 8); ``cinn_mri64`` on single-coil
+        magnitude images with ONE fixed random-column mask, so it is only in-distribution for that
+        acquisition (``diagnostics["in_training_family"]``).
         """
         import time
 
@@ -362,31 +400,47 @@ def _register():
             raise ValueError(f"method 'cinn' got unknown option(s) {', '.join(sorted(options))}; allowed: weights, maps")
         if not isinstance(n_samples, int) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
-        t0 = time.perf_counter()
-        model, meta = load_cinn(weights or DEFAULT_WEIGHTS, device=device)
         from ..methods import prepare
 
+        if not sample.is_cartesian:
+            raise ValueError("method 'cinn' needs Cartesian data (its models were trained on Cartesian masks)")
         sample, op, y = prepare(sample, device, maps)
+        t0 = time.perf_counter()
+        wpath = weights or default_weights()
+        model, meta = load_cinn(wpath, device=device)
+        kind = meta.get("cinn", {}).get("conditioning", "single_coil_zero_filled")
         with torch.no_grad():
-            zf = op.A_adjoint(y)  # (B, H, W) complex
+            zf = op.A_adjoint(y)  # (1, H, W) complex
             H, W = zf.shape[-2:]
-            c = torch.stack([zf.real, zf.imag], 1).float()
-            diag = {"weights": str(weights or DEFAULT_WEIGHTS)}
+            c, scale, ph = mri_condition(zf, model.img_shape)
+            diag = {"weights": str(wpath), "conditioning": kind,
+                    "in_training_family": _in_training_family(sample, kind)}
             if (H, W) != model.img_shape:
-                c = F.interpolate(c, size=model.img_shape, mode="bilinear", antialias=True, align_corners=False)
                 diag["resampled_from"] = [int(H), int(W)]
-            scale = torch.quantile(c.norm(dim=1).flatten(1), 0.95, dim=1).clamp_min(1e-12)[:, None, None, None]
             g = as_generator(generator)
-            xs = model.sample(c / scale, n_samples, generator=g) * scale  # (P, B, 1, h, w)
+            xs = model.sample(c.to(device), n_samples, generator=g) * scale  # (P, B, 1, h, w)
             P, B = xs.shape[:2]
             xs = xs.reshape(P * B, 1, *model.img_shape)
             if (H, W) != model.img_shape:
                 xs = F.interpolate(xs, size=(H, W), mode="bicubic", align_corners=False)
-            xs = xs.reshape(P, B, H, W).to(torch.complex64)
+            xs = xs.reshape(P, B, H, W).to(torch.complex64) * ph.to(torch.complex64)
         mean = xs.mean(0)
-        std = xs.real.std(0) if P > 1 else None
+        std = xs.abs().std(0) if P > 1 else None
         return SamplerResult(samples=xs, mean=mean, std=std, nfe=P, wall_time=time.perf_counter() - t0,
                              diagnostics=diag)
+
+
+def _in_training_family(sample, kind: str) -> bool:
+    """Whether ``sample``'s acquisition is of the family the weights were trained on."""
+    if kind == "multicoil_sense_adjoint_phase_normalised":
+        return sample.metadata.get("pattern") in ("gro", "poisson") and sample.ncoils > 1
+    from ..train.cinn import _mri_mask
+
+    H, W = sample.img_shape
+    m = sample.mask
+    if sample.ncoils != 1 or m is None or m.ndim != 1 or H != W:
+        return False
+    return bool(torch.equal(m.float().cpu().reshape(-1), _mri_mask(W).float().reshape(-1)))
 
 
 _register()
