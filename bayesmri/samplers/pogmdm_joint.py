@@ -312,12 +312,28 @@ def _default_prior(device):
     return _PRIOR_CACHE[key]
 
 
+def _align_phase(x: torch.Tensor, est_maps: torch.Tensor, ref_maps: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` pixel-wise into the phase convention of ``ref_maps``.
+
+    A joint estimate ``(x, S)`` is only defined up to ``(x e^{i phi}, S e^{-i phi})``. With
+    ``rho = sum_c conj(S_ref_c) S_c`` the image ``x rho / |rho|`` is the one that ``S_ref`` would give;
+    pixels where the maps vanish are left unchanged.
+    """
+    rho = (ref_maps.conj() * est_maps).sum(-3)
+    mag = rho.abs()
+    return torch.where(mag > 1e-3, x * rho / mag.clamp_min(1e-12), x)
+
+
 def pogmdm_joint_method(sample, *, n_samples: int = 10, generator=None, device="cpu", progress: bool = False,
-                        weights: str | None = None, estimate: str = "mmse", **options) -> SamplerResult:
+                        weights: str | None = None, estimate: str = "mmse", maps: str | None = None,
+                        **options) -> SamplerResult:
     """``pogmdm-joint``: joint image / coil-map posterior sampling with the PoGMDM prior (Nagler Alg. 1).
 
     ``options`` go to :class:`JointPoGMDM` (``n_steps``, ``zeta_start``, ``mu``, ``map_steps`` ...);
     ``estimate="map"`` returns the MAP refinement as ``mean`` (the MMSE stays in ``diagnostics["mmse"]``).
+    The coil maps are estimated jointly; ``maps`` (``"espirit"`` or ``"true"``) only fixes the phase
+    convention of the returned images (see :func:`_align_phase`), so that they compare with a
+    reference combined with those maps. ``None`` keeps the sampler's own phase.
     """
     if not getattr(sample, "is_cartesian", sample.mask is not None if hasattr(sample, "mask") else False):
         raise ValueError("pogmdm-joint supports Cartesian sampling (a mask) only, not trajectories")
@@ -331,6 +347,14 @@ def pogmdm_joint_method(sample, *, n_samples: int = 10, generator=None, device="
     sampler = JointPoGMDM(prior, **options)
     res = sampler.sample(sample.kspace.to(device), sample.mask.to(device), n_samples=n_samples,
                          generator=generator, progress=progress)
+    if maps is not None:
+        ref = sample.maps(maps).to(device)
+        est = res.diagnostics["coil_maps_samples"]
+        x = _align_phase(res.samples, est, ref)
+        res.samples, res.mean = x, x.mean(0)
+        P = x.shape[0]
+        res.std = ((x - res.mean).abs() ** 2).sum(0).div(max(P - 1, 1)).sqrt()
+        res.diagnostics["map"] = _align_phase(res.diagnostics["map"], res.diagnostics["coil_maps"], ref)
     # the registry's convention: samples (P, B, H, W), mean/std (B, H, W)
     res.samples, res.mean, res.std = res.samples[:, None], res.mean[None], res.std[None]
     res.diagnostics["mmse"] = res.mean
