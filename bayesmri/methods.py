@@ -221,42 +221,27 @@ def zero_filled_method(sample, *, n_samples=1, generator=None, device="cpu", pro
     return _deterministic(sample, device, maps, lambda op, y: zero_filled(op, y))
 
 
-@register_method("sense", "CG-SENSE with Tikhonov weight lam (deterministic)")
-def sense_method(
-    sample, *, n_samples=1, generator=None, device="cpu", progress=False, maps="espirit", lam=None,
-    max_iter=None, **options
-):
-    from .recon import cg_sense
+def _regularised(name: str, recon_name: str, extra_options: frozenset = frozenset()):
+    """A classical method ``name`` calling ``bayesmri.recon.<recon_name>(op, y, lam, max_iter, ...)``
+    with the tuned :data:`DEFAULT_LAMBDAS` / :data:`DEFAULT_ITERS` unless given."""
 
-    _check_options("sense", options, set())
-    lam = DEFAULT_LAMBDAS["sense"] if lam is None else float(lam)
-    it = DEFAULT_ITERS["sense"] if max_iter is None else int(max_iter)
-    return _deterministic(sample, device, maps, lambda op, y: cg_sense(op, y, lam=lam, max_iter=it))
+    def method(sample, *, n_samples=1, generator=None, device="cpu", progress=False, maps="espirit",
+               lam=None, max_iter=None, **options):
+        from . import recon
 
+        _check_options(name, options, set(extra_options))
+        lam_ = DEFAULT_LAMBDAS[name] if lam is None else float(lam)
+        it = DEFAULT_ITERS[name] if max_iter is None else int(max_iter)
+        fn = getattr(recon, recon_name)
+        return _deterministic(sample, device, maps, lambda op, y: fn(op, y, lam=lam_, max_iter=it, **options))
 
-@register_method("tv", "total-variation regularised least squares (deterministic)")
-def tv_method(
-    sample, *, n_samples=1, generator=None, device="cpu", progress=False, maps="espirit", lam=None,
-    max_iter=None, **options
-):
-    from .recon import tv_recon
-
-    _check_options("tv", options, set())
-    lam = DEFAULT_LAMBDAS["tv"] if lam is None else float(lam)
-    it = DEFAULT_ITERS["tv"] if max_iter is None else int(max_iter)
-    return _deterministic(sample, device, maps, lambda op, y: tv_recon(op, y, lam=lam, max_iter=it))
+    method.__name__ = method.__qualname__ = f"{name}_method"
+    return method
 
 
-@register_method("l1wav", "l1-wavelet regularised least squares (deterministic)")
-def l1wav_method(
-    sample, *, n_samples=1, generator=None, device="cpu", progress=False, maps="espirit", lam=None,
-    max_iter=None, **options
-):
-    from .recon import l1_wavelet_recon
-
-    _check_options("l1wav", options, {"wavelet", "level"})
-    lam = DEFAULT_LAMBDAS["l1wav"] if lam is None else float(lam)
-    it = DEFAULT_ITERS["l1wav"] if max_iter is None else int(max_iter)
-    return _deterministic(
-        sample, device, maps, lambda op, y: l1_wavelet_recon(op, y, lam=lam, max_iter=it, **options)
-    )
+sense_method = register_method("sense", "CG-SENSE with Tikhonov weight lam (deterministic)")(
+    _regularised("sense", "cg_sense"))
+tv_method = register_method("tv", "total-variation regularised least squares (deterministic)")(
+    _regularised("tv", "tv_recon"))
+l1wav_method = register_method("l1wav", "l1-wavelet regularised least squares (deterministic)")(
+    _regularised("l1wav", "l1_wavelet_recon", frozenset({"wavelet", "level"})))

@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bayesmri.io import atomic_path
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -55,12 +57,8 @@ LAMBDA_GRID = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 
 # ------------------------------------------------------------------------------------------ helpers
 def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 class Cache:
