@@ -24,6 +24,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from ..physics.cartesian import SingleCoilMRI
+from ..physics.phase import lowres_phase, remove_lowres_phase  # noqa: F401 (re-exported)
 from ..physics.radon import ParallelBeamRadon
 from .unet import UNet
 
@@ -54,43 +55,6 @@ class ZeroFilledInversion(nn.Module):
             raise TypeError(f"k-space must be complex, got {y.dtype}")
         x = self.op.A_adjoint(y)
         return torch.stack([x.real, x.imag], 1)
-
-
-def lowres_phase(x: torch.Tensor, width: int = 8) -> torch.Tensor:
-    """Unit-modulus phase ``exp(i arg(x_lr))`` of the low-pass filtered complex image ``x (B, H, W)``.
-
-    ``x_lr`` is ``x`` filtered in k-space by a separable Hann window over the central
-    ``2 width x 2 width`` frequencies (homodyne-style phase estimate), so for a zero-filled image only
-    measured low frequencies set it. Where ``|x_lr|`` vanishes the phase is 1.
-    """
-    from ..physics.fft import fft2c, ifft2c
-
-    if not isinstance(x, torch.Tensor) or not x.is_complex() or x.ndim != 3:
-        raise TypeError("x must be a complex tensor of shape (B, H, W)")
-    if not isinstance(width, int) or width < 1:
-        raise ValueError(f"width must be a positive integer, got {width!r}")
-    H, W = x.shape[-2:]
-    wy, wx = min(width, H // 2), min(width, W // 2)
-    rdt, dev = x.real.dtype, x.device
-    win = torch.zeros(H, W, dtype=rdt, device=dev)
-    hy = torch.hann_window(2 * wy + 2, periodic=False, dtype=rdt, device=dev)[1:-1]
-    hx = torch.hann_window(2 * wx + 2, periodic=False, dtype=rdt, device=dev)[1:-1]
-    win[H // 2 - wy:H // 2 + wy, W // 2 - wx:W // 2 + wx] = hy[:, None] * hx[None, :]
-    lr = ifft2c(fft2c(x) * win)
-    mag = lr.abs()
-    ok = mag > 1e-6 * mag.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-30)
-    return torch.where(ok, lr / mag.clamp_min(1e-30), torch.ones_like(lr))
-
-
-def remove_lowres_phase(x: torch.Tensor, width: int = 8) -> torch.Tensor:
-    """``x * conj(lowres_phase(x))``: rotate a complex image ``(B, H, W)`` onto the real axis.
-
-    The MRI cINNs predict a real, non-negative image. For the zero-filled image of such an image the
-    low-resolution phase is ~0 and this is ~the identity; for a complex image (a SENSE / ESPIRiT coil
-    combination of an object with smooth phase) it maps the object back to the real axis, the
-    distribution that the ``[re, im]`` conditioning was trained on.
-    """
-    return x * lowres_phase(x, width).conj()
 
 
 class FBPInversion(nn.Module):

@@ -48,3 +48,7 @@ from .nufft import NonCartesianMRI
 from .trajectories import density_compensation, radial_trajectory, spiral_trajectory
 
 __all__ += ["NonCartesianMRI", "density_compensation", "radial_trajectory", "spiral_trajectory"]
+
+from .phase import PhaseModulated, lowres_phase, remove_lowres_phase
+
+__all__ += ["PhaseModulated", "lowres_phase", "remove_lowres_phase"]

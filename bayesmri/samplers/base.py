@@ -250,6 +250,11 @@ class Sampler:
     """
 
     name = "sampler"
+    #: Replace the final chains by their Tweedie estimate ``x + sigma^2 s(x, sigma)`` at the last level
+    #: (one more NFE): the last level's target is the posterior under the prior *smoothed* by
+    #: ``N(0, sigma_min^2)``; Tweedie removes that residual noise (Song et al. 2021's ``denoise=True``;
+    #: Chung & Ye return the noise-free predictor mean). Off by default (the samplers as published).
+    final_denoise: bool = False
 
     def sample(
         self,
@@ -337,6 +342,15 @@ class Sampler:
             st["trajectory"].append(x.detach().clone())
         if st["max_time"] is not None and time.perf_counter() - st["t0"] > st["max_time"]:
             raise _Stop
+
+    def _denoise_last(self, x: torch.Tensor, score_fn, sigma: float, diag: dict) -> torch.Tensor:
+        """Tweedie step of :attr:`final_denoise` (a no-op when it is off)."""
+        if not self.final_denoise:
+            return x
+        x = x + float(sigma) ** 2 * score_fn(x, float(sigma))
+        self._state["x"] = x
+        diag["final_denoise_sigma"] = float(sigma)
+        return x
 
     def _run(self, measurement, score, n, g, progress, x_init, diag):  # pragma: no cover - abstract
         raise NotImplementedError

@@ -28,7 +28,7 @@ import torch
 
 from .base import batch_norm, geometric_sigmas, white_noise
 
-__all__ = ["ScorePrior", "load_default_score_prior", "data_scale", "sample_prior", "DEFAULT_SCORE_WEIGHTS"]
+__all__ = ["ScorePrior", "load_default_score_prior", "data_scale", "least_squares_image", "sample_prior", "DEFAULT_SCORE_WEIGHTS"]
 
 DEFAULT_SCORE_WEIGHTS = "score_small64"
 
@@ -138,21 +138,29 @@ class ScorePrior:
         return x + float(sigma) ** 2 * self.score(x, sigma)
 
 
-def data_scale(op, y: torch.Tensor, q: float = 0.95, n_iter: int = 10, lam: float = 1e-3) -> float:
+def least_squares_image(op, y: torch.Tensor, n_iter: int = 10, lam: float = 1e-3) -> torch.Tensor:
+    """``x_ls = argmin ||A x - y||^2 + lam ||x||^2`` by ``n_iter`` CG iterations from 0 (domain shape)."""
+    from ..physics.linop import conjugate_gradient
+
+    with torch.no_grad():
+        rhs = op.A_adjoint(y)
+        return conjugate_gradient(lambda v: op.normal(v) + lam * v, rhs, None, max_iter=int(n_iter), tol=1e-8)
+
+
+def data_scale(op, y: torch.Tensor, q: float = 0.95, n_iter: int = 10, lam: float = 1e-3,
+               x_ls: torch.Tensor | None = None) -> float:
     """Intensity scale of the image behind ``y``, from the measured data only.
 
     The ``q`` quantile of ``|x_ls|``, ``x_ls`` = regularised least squares
-    ``argmin ||A x - y||^2 + lam ||x||^2`` by ``n_iter`` CG iterations from 0 (the same statistic as
-    the training normalisation, each slice divided by its 95th percentile magnitude). Works for any
-    operator (Cartesian, non-Cartesian). Returns 1.0 for an all-zero measurement.
+    ``argmin ||A x - y||^2 + lam ||x||^2`` by ``n_iter`` CG iterations from 0
+    (:func:`least_squares_image`; pass ``x_ls`` to reuse one), the same statistic as the training
+    normalisation (each slice divided by its 95th percentile magnitude). Works for any operator
+    (Cartesian, non-Cartesian). Returns 1.0 for an all-zero measurement.
     """
-    from ..physics.linop import conjugate_gradient
-
     if not 0 < q < 1:
         raise ValueError(f"q must be in (0, 1), got {q}")
     with torch.no_grad():
-        rhs = op.A_adjoint(y)
-        x = conjugate_gradient(lambda v: op.normal(v) + lam * v, rhs, None, max_iter=int(n_iter), tol=1e-8)
+        x = least_squares_image(op, y, n_iter, lam) if x_ls is None else x_ls
         m = x.abs().reshape(-1).double().cpu()
     s = float(torch.quantile(m, q))
     return s if s > 0 and math.isfinite(s) else 1.0

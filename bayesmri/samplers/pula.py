@@ -84,12 +84,15 @@ class PULA(Sampler):
         CG iterations per step (warm-started), 10 as in the paper.
     init_cg_iter : int
         CG iterations for the initial exact Gaussian draw.
+    final_denoise : bool
+        Tweedie step at ``sigma_min`` on the final chains (:attr:`Sampler.final_denoise`).
     """
 
     name = "pula"
 
     def __init__(self, n_levels: int = 50, n_steps: int = 1, sigma_max: float = 10.0, sigma_min: float = 0.01,
-                 step: float = 0.5, cg_iter: int = 10, init_cg_iter: int = 30, cg_tol: float = 1e-6):
+                 step: float = 0.5, cg_iter: int = 10, init_cg_iter: int = 30, cg_tol: float = 1e-6,
+                 final_denoise: bool = False):
         if n_levels < 1 or n_steps < 1:
             raise ValueError(f"n_levels and n_steps must be >= 1, got {n_levels}, {n_steps}")
         if not (0 < step < 2):
@@ -100,6 +103,7 @@ class PULA(Sampler):
         self.sigma_max, self.sigma_min = float(sigma_max), float(sigma_min)
         self.step = step
         self.cg_iter, self.init_cg_iter, self.cg_tol = cg_iter, init_cg_iter, cg_tol
+        self.final_denoise = bool(final_denoise)
         self.noise_scale = 1.0  # multiplies sqrt(2 eps); only tests change it (broken variants)
 
     def _run(self, meas: Measurement, score, n, g, progress, x_init, diag):
@@ -122,4 +126,5 @@ class PULA(Sampler):
                 rhs = a * nx + x / sig**2 + eps * (a * (AHy - nx) + s) + ns * noise
                 x = conjugate_gradient(H, rhs, x, max_iter=self.cg_iter, tol=self.cg_tol)
             self._level_done(x, sig)
+        self._denoise_last(x, score, sig, diag)
         diag.update(sigmas=sigmas, step=eps, cg_iter=self.cg_iter)

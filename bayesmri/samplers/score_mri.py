@@ -69,6 +69,10 @@ class ScoreMRI(Sampler):
         Linear schedule of the Alg. 5 SENSE step (1 -> 0.2).
     t0 : float
         CCDF start time in (0, 1]; 1 = full reverse diffusion.
+    dc_norm : float, optional
+        ``||A||^2`` for the data-consistency step size (estimated by power iteration when omitted).
+    final_denoise : bool
+        Tweedie step at ``sigma_min`` on the final chains (:attr:`Sampler.final_denoise`).
     """
 
     name = "score-mri"
@@ -76,7 +80,7 @@ class ScoreMRI(Sampler):
     def __init__(self, n_levels: int = 2000, n_corrector: int = 1, sigma_max: float = 378.0,
                  sigma_min: float = 0.01, snr: float = 0.16, mode: str = "complex", split_complex: bool = True,
                  lam: float = 1.0, hybrid_every: int = 1, lam_start: float = 1.0, lam_end: float = 0.2,
-                 t0: float = 1.0, dc_norm: float | None = None):
+                 t0: float = 1.0, dc_norm: float | None = None, final_denoise: bool = False):
         if mode not in ("complex", "real", "ssos", "hybrid"):
             raise ValueError(f"mode must be one of 'complex', 'real', 'ssos', 'hybrid', got {mode!r}")
         if n_levels < 1 or n_corrector < 0 or hybrid_every < 1:
@@ -91,6 +95,7 @@ class ScoreMRI(Sampler):
         self.lam, self.hybrid_every = lam, hybrid_every
         self.lam_start, self.lam_end, self.t0 = lam_start, lam_end, t0
         self.dc_norm = dc_norm
+        self.final_denoise = bool(final_denoise)
 
     def sigma(self, t: float) -> float:
         return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
@@ -195,6 +200,9 @@ class ScoreMRI(Sampler):
                 resid = y - op.A((maps.conj() * x).sum(-3))
                 x = x + lam_j * maps * op.A_adjoint(resid).unsqueeze(-3)
             self._level_done(x, s_lo)
+        x = self._denoise_last(x, prior_fn, s_lo, diag)
+        if mode == "real":
+            self._state["x"] = x.real
         diag.update(levels_run=i0, t_start=t_start, hybrid_lambdas=lams, mode=mode)
 
     def _output(self, x, diag):

@@ -47,13 +47,16 @@ class ULA(Sampler):
         ``"noise"``: ``x = sigma_max xi`` (a draw of the diffused prior for a prior narrow compared
         to ``sigma_max``); ``"gaussian"``: the exact posterior under the flat Gaussian prior at
         ``sigma_max`` (as pULA, drawn by perturb-and-optimise).
+    final_denoise : bool
+        Tweedie step at ``sigma_min`` on the final chains (:attr:`Sampler.final_denoise`).
     """
 
     name = "ula"
     annealed = False
 
     def __init__(self, n_levels: int = 100, n_steps: int = 1, sigma_max: float = 10.0, sigma_min: float = 0.01,
-                 gamma: float = 0.5, lambda_max: float | None = None, init: str = "noise", init_cg_iter: int = 30):
+                 gamma: float = 0.5, lambda_max: float | None = None, init: str = "noise", init_cg_iter: int = 30,
+                 final_denoise: bool = False):
         if n_levels < 1 or n_steps < 1:
             raise ValueError(f"n_levels and n_steps must be >= 1, got {n_levels}, {n_steps}")
         if not (0 < gamma < 2):
@@ -66,6 +69,7 @@ class ULA(Sampler):
         self.lambda_max = lambda_max
         self.init = init
         self.init_cg_iter = init_cg_iter
+        self.final_denoise = bool(final_denoise)
 
     def rho(self, t: float, nu: float, c: float, lam: float) -> float:
         """Likelihood noise std at diffusion time ``t``: ``nu`` for the exact likelihood."""
@@ -96,6 +100,7 @@ class ULA(Sampler):
                 grad = (c / rho**2) * (AHy - op.normal(x)) + score(x, sig)
                 x = x + tau * grad + math.sqrt(2 * tau) * white_noise(shape, x.dtype, x.device, g)
             self._level_done(x, sig)
+        self._denoise_last(x, score, sig, diag)
         diag.update(sigmas=sigmas, step_sizes=taus, rhos=rhos, lambda_max=lam)
 
 

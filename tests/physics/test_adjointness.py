@@ -5,7 +5,7 @@ Operators register a factory in ``OPERATOR_FACTORIES``; the NUFFT and any later 
 import pytest
 import torch
 
-from bayesmri.physics import CoilImageMRI, MultiCoilMRI, SingleCoilMRI
+from bayesmri.physics import CoilImageMRI, MultiCoilMRI, PhaseModulated, SingleCoilMRI
 
 
 def _maps(B, C, H, W, seed):
@@ -26,6 +26,9 @@ OPERATOR_FACTORIES = {
     "multi_coil_sense": lambda: MultiCoilMRI(_maps(2, 4, 16, 20, 1), _mask(20, 2)),
     "multi_coil_sense_2d_mask": lambda: MultiCoilMRI(_maps(1, 3, 12, 12, 3), (torch.rand(12, 12) < 0.3).float() + (torch.arange(12)==6).float()),
     "coil_image": lambda: CoilImageMRI(_mask(20, 4), (16, 20), ncoils=3),
+    "phase_modulated_sense": lambda: PhaseModulated(
+        MultiCoilMRI(_maps(2, 4, 16, 20, 5), _mask(20, 6)),
+        torch.exp(1j * torch.randn(2, 16, 20, generator=torch.Generator().manual_seed(7)))),
 }
 
 try:  # non-Cartesian operators join when their module is present

@@ -23,7 +23,7 @@ FAST = {  # few levels: the tests check plumbing and properties, not image quali
     "ula-annealed": dict(n_levels=30),
     "score-mri": dict(n_levels=10, t0=0.5),
 }
-NFE = {"pula": 4, "ula-annealed": 30, "score-mri": 2 * 5}
+NFE = {"pula": 4, "ula-annealed": 30, "score-mri": 2 * 5}  # + 1 for the default final Tweedie step
 
 
 def tiny_net(seed=0):
@@ -116,13 +116,16 @@ def test_registered_method_on_tiny_sample(name, tiny_sample):
     r1 = fn(tiny_sample, n_samples=P, generator=torch.Generator().manual_seed(4), **kw)
     assert r1.samples.shape == (P, 32, 32) and r1.samples.is_complex()
     assert r1.mean.shape == (32, 32) and r1.std.shape == (32, 32)
-    assert r1.nfe == NFE[name]
+    assert r1.nfe == NFE[name] + 1
     assert r1.wall_time > 0 and bool(torch.isfinite(r1.samples).all())
     r2 = fn(tiny_sample, n_samples=P, generator=torch.Generator().manual_seed(4), **kw)
     torch.testing.assert_close(r1.samples, r2.samples, rtol=0, atol=0)
     r3 = fn(tiny_sample, n_samples=P, generator=torch.Generator().manual_seed(5), **kw)
     assert not torch.allclose(r1.samples, r3.samples)
     # data consistency: a posterior sample misses the data by about the noise on each measured point
+    # (checked on the chains themselves: the final Tweedie step of a random network may move them)
+    r1 = fn(tiny_sample, n_samples=P, generator=torch.Generator().manual_seed(4), final_denoise=False, **kw)
+    assert r1.nfe == NFE[name]
     op, y = tiny_sample.operator("true"), tiny_sample.y
     m = op.mask.expand_as(y) if hasattr(op, "mask") else torch.ones_like(y.real)
     resid = ((op.A(r1.samples) - y).abs() ** 2 * m).sum((1, 2, 3)) / m.sum()
@@ -216,3 +219,35 @@ def test_annealed_ula_and_score_mri_radial(radial_problem):
     e_zf = float(((meas.AHy()[0] - x).abs() ** 2).sum())
     assert e_sm < 0.5 * e_zf
     assert float(((sm.mean - m).abs() ** 2).sum()) < 2 * tr
+
+
+def test_phase_demodulation_is_a_change_of_variables(tiny_sample):
+    # With an isotropic Gaussian prior the posterior is invariant under x' = conj(p) x, and every
+    # step of pULA is equivariant: the posterior means with and without demodulation agree up to Monte
+    # Carlo error. A missing or conjugated back-rotation would rotate the mean by p (or p^2).
+    kw = dict(prior=ScorePrior(GaussNet(1.0)), maps="true", n_levels=10, final_denoise=True)
+    P = 96
+    r0 = get_method("pula")(tiny_sample, n_samples=P, generator=0, phase="none", **kw)
+    r1 = get_method("pula")(tiny_sample, n_samples=P, generator=1, phase="lowres", **kw)
+    assert r1.diagnostics["phase"] == "lowres" and r0.diagnostics["phase"] == "none"
+    err = torch.linalg.vector_norm(r1.mean - r0.mean)
+    mc = (2 / P) ** 0.5 * torch.linalg.vector_norm(r0.std)  # std of the difference of two P-means
+    assert float(err) < 2 * float(mc), (float(err), float(mc))
+    # the test has power: the demodulating phase is far from constant on this sample
+    tgt = tiny_sample.target.reshape(r0.mean.shape)
+    rot = torch.exp(1j * torch.angle(tgt)) ** 2
+    assert float(torch.linalg.vector_norm(rot * r0.mean - r0.mean)) > 5 * float(mc)
+    with pytest.raises(ValueError, match="phase"):
+        get_method("pula")(tiny_sample, n_samples=1, phase="magnitude", **kw)
+
+
+def test_final_denoise_is_tweedie_for_a_gaussian_prior(tiny_sample):
+    # For N(0, v) the Tweedie step at sigma is the exact E[x0 | x_sigma] = x v / (v + sigma^2) (per
+    # real component, at the data scale a): the denoised chains are the raw ones shrunk by that factor.
+    kw = dict(prior=ScorePrior(GaussNet(1.0)), maps="true", n_levels=6, phase="none", sigma_min=0.3)
+    raw = get_method("pula")(tiny_sample, n_samples=2, generator=3, final_denoise=False, **kw)
+    den = get_method("pula")(tiny_sample, n_samples=2, generator=3, final_denoise=True, **kw)
+    a, s = raw.diagnostics["scale"], 0.3 * raw.diagnostics["scale"]
+    shrink = a**2 / (a**2 + s**2)
+    torch.testing.assert_close(den.samples, raw.samples * shrink, rtol=1e-4, atol=1e-6)
+    assert den.nfe == raw.nfe + 1 and den.diagnostics["final_denoise_sigma"] == pytest.approx(s)
