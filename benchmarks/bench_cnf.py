@@ -5,13 +5,14 @@ Run (CPU, bounded)::
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_cnf.py --weights bayesmri/weights/cnf64 \
         --ablation-weights runs/cnf64_nonull/model_ema --n-slices 8 --out benchmarks/results/cnf.md
 
-Data: the built-in *test* split (a different brain from training), 8 birdcage coils, smooth random phase,
-SNR 30 dB, GRO masks, simulated with seeds disjoint from training (:class:`bayesmri.train.cnf.CNFDataset`
-with ``seed=1000``, no flips). Everything is normalised by the 95th percentile of the zero-filled RSS.
+Data: the built-in *test* split (a different brain from training) as the rest of the project sees it,
+:class:`bayesmri.data.SimulatedBrainDataset` (8 birdcage coils, smooth random phase, SNR 30 dB, a GRO
+frame per slice, seed 0). Everything is normalised by the 95th percentile of the zero-filled RSS.
 All methods are coil-combined with the *true* maps (``S^H``) and compared with the true complex image
 on magnitude PSNR/SSIM (fastMRI conventions, :mod:`bayesmri.metrics`); TV and l1-wavelet use the SENSE
 operator with the true maps and the library's default weights (tuned on ``val``).
-Speed: time per sample for P = 1 and for P = 32 in one batched call (one conditioning pass), with peak
+"UNet only (DC)" is the conditioning UNet's MSE estimate made data consistent, the baseline the CNF mean
+builds on. Speed: time per sample for P = 1 and for P = 32 in one batched call (one conditioning pass), with peak
 memory (CUDA: ``max_memory_allocated``; CPU: peak RSS of a fresh process above its RSS after loading),\neach timing in its own process; sizes other than the weights' use an untrained net of the same config.
 """
 from __future__ import annotations
@@ -27,11 +28,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bayesmri.data import load_slices  # noqa: E402
 from bayesmri.flows.cnf import ConditionalNF, cnf_log_posterior, cnf_map, cnf_sample, load_cnf  # noqa: E402
 from bayesmri.metrics import complex_psnr, mean_gain_curve, mean_gain_reference, psnr, ssim  # noqa: E402
 from bayesmri.physics.cartesian import MultiCoilMRI  # noqa: E402
-from bayesmri.train.cnf import CNFDataset  # noqa: E402
 
 
 def combine(x, maps):
@@ -40,24 +39,36 @@ def combine(x, maps):
 
 
 def build_items(size, R, n, ncoils=8):
-    ds = CNFDataset(load_slices("test", size), ncoils=ncoils, acceleration=R, seed=1000, flips=False, repeats=1)
+    """``n`` central slices of the built-in test split, acquired exactly as everywhere else in the project
+    (:class:`bayesmri.data.SimulatedBrainDataset`: its own GRO frame per slice, SNR 30 dB, seed 0)."""
+    from bayesmri.data.simulate import SimulatedBrainDataset
+
+    ds = SimulatedBrainDataset("test", size=size, pattern="gro", acceleration=R, ncoils=ncoils)
     N = len(ds)
     idx = torch.linspace(N * 0.2, N * 0.8, n).round().long().tolist()  # central slices: brain, not caps
-    items = [ds[i] for i in idx]
-    from bayesmri.physics.fft import fft2c
-
     out = []
-    for it in items:
-        k = it["mask"] * fft2c(it["zf"])  # normalised measured k-space (zf is A^+ y / s)
-        out.append(dict(x=it["x"], k=k, mask=it["mask"].reshape(-1), truth=combine(it["x"], ds.maps)))
+    for i in idx:
+        s = ds[i]
+        out.append(dict(x=s.coil_images, k=s.kspace, mask=s.mask, truth=s.target))
     return out, ds.maps
+
+
+@torch.no_grad()
+def unet_only(model, y, mask):
+    """The conditioning UNet's MSE estimate made data consistent: ``(I - A^+A) UNet(A^+ y) + A^+ y``."""
+    from bayesmri.flows.cnf import _project_null, channels_to_complex, complex_to_channels, zero_filled_and_scale
+
+    zf, scale, m = zero_filled_and_scale(y, mask)
+    s = scale.view(-1, 1, 1, 1)
+    x = channels_to_complex(model.unet(complex_to_channels(zf / s)))
+    return (_project_null(x, m) + zf / s) * s
 
 
 def quality(model, items, maps, P, gen, with_dc=True, extra_methods=True):
     from bayesmri.methods import DEFAULT_ITERS, DEFAULT_LAMBDAS
     from bayesmri.recon import l1_wavelet_recon, tv_recon
 
-    rows = {"zero-filled": [], "TV": [], "l1-wavelet": [], "CNF mean": []}
+    rows = {"zero-filled": [], "TV": [], "l1-wavelet": [], "UNet only (DC)": [], "CNF mean": []}
     for it in items:
         truth = it["truth"][None]
         op = MultiCoilMRI(maps[None], it["mask"])
@@ -67,6 +78,7 @@ def quality(model, items, maps, P, gen, with_dc=True, extra_methods=True):
             est["zero-filled"] = op.A_adjoint(y)
             est["TV"] = tv_recon(op, y, lam=DEFAULT_LAMBDAS["tv"], max_iter=DEFAULT_ITERS["tv"])
             est["l1-wavelet"] = l1_wavelet_recon(op, y, lam=DEFAULT_LAMBDAS["l1wav"], max_iter=DEFAULT_ITERS["l1wav"])
+            est["UNet only (DC)"] = combine(unet_only(model, y, it["mask"]), maps)
         xs, _ = cnf_sample(model, y, it["mask"], P, generator=gen, chunk=P, data_consistency=with_dc)
         est["CNF mean"] = combine(xs[:, 0], maps).mean(0, keepdim=True)
         for k, v in est.items():
@@ -96,12 +108,9 @@ def speed_worker(weights, size, P, device, reps=3):
         torch.manual_seed(0)
         model = ConditionalNF(**cfg).eval()
     size = model.img_size[0]
-    ds = CNFDataset(load_slices("test", size), ncoils=model.ncoils, acceleration=4, seed=1000, flips=False, repeats=1)
-    it = ds[len(ds) // 2]
-    from bayesmri.physics.fft import fft2c
-
-    y = (it["mask"] * fft2c(it["zf"]))[None].to(device)
-    mask = it["mask"].reshape(-1).to(device)
+    items, _ = build_items(size, 4.0, 1, ncoils=model.ncoils)
+    y = items[0]["k"][None].to(device)
+    mask = items[0]["mask"].to(device)
     model = model.to(device)
     base = _proc_kib("VmRSS")
     cnf_sample(model, y, mask, P, generator=0, chunk=P)  # warm-up

@@ -8,24 +8,21 @@ Two phases, each a :class:`bayesmri.train.Trainer` run with its own checkpoint (
    ``N(0, 0.005^2)`` dequantisation noise (``--train-noise``), ``--steps`` steps, exported
    as ``OUT/model_ema.safetensors`` + ``.json``.
 
-Data (:class:`CNFDataset`): built-in magnitude slices (``bayesmri.data.load_slices``) turned into
-multi-coil acquisitions per item with a seed fixed by the item index: smooth random phase, birdcage coil
-maps (8 coils), a GRO mask, complex Gaussian k-space noise at ``snr_db``; random flips. Everything is
-divided by the 95th percentile of the zero-filled RSS (Wen sec. 3.2; never the ground truth).
+Data (:class:`CNFDataset`): built-in ``train`` slices acquired by :func:`bayesmri.data.simulate_acquisition`
+(the simulator of the test split: same coil maps, phase, SNR) with a mask frame and noise drawn per item;
+random flips. Everything is divided by the 95th percentile of the zero-filled RSS (Wen sec. 3.2; never
+the ground truth).
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ..flows.cnf import ConditionalNF, zero_filled_and_scale
-from ..physics.fft import fft2c, ifft2c
 
-__all__ = ["CNFDataset", "simulate_coil_acquisition", "smooth_phase", "CNFLoss", "cnf_loss", "cnf_pretrain_loss",
+__all__ = ["CNFDataset", "CNFLoss", "cnf_loss", "cnf_pretrain_loss",
            "data_init", "cli_add_arguments", "cli_run", "SIZES"]
 
 #: model sizes: "small" fits a CPU run of minutes at 64x64; "paper" is Wen et al.'s L = 3, B = 20.
@@ -36,67 +33,64 @@ SIZES = {
 }
 
 
-def smooth_phase(shape, generator: torch.Generator, max_phase: float = math.pi / 2, cutoff: int = 3):
-    """A smooth random phase map ``(H, W)``: low-pass Gaussian noise scaled to ``max|phi| = max_phase``."""
-    H, W = shape
-    spec = torch.zeros(H, W, dtype=torch.complex64)
-    c0, c1 = H // 2, W // 2
-    blk = torch.randn(2 * cutoff + 1, 2 * cutoff + 1, 2, generator=generator)
-    spec[c0 - cutoff : c0 + cutoff + 1, c1 - cutoff : c1 + cutoff + 1] = torch.view_as_complex(blk)
-    phi = ifft2c(spec).real
-    return phi * (max_phase / phi.abs().max().clamp_min(1e-12))
-
-
-def simulate_coil_acquisition(mag: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor, generator, snr_db=30.0):
-    """Ground-truth coil images and measured k-space of one magnitude slice.
-
-    ``x_c = S_c |m| e^{i phi}``, ``k = M (F x + n)``, ``n ~ CN(0, sigma^2)`` with
-    ``sigma = rms(F x) 10^(-snr/20)``. Returns ``(coil_images (C, H, W), kspace (C, H, W), sigma)``.
-    """
-    img = mag.to(torch.complex64) * torch.exp(1j * smooth_phase(mag.shape, generator))
-    x = maps * img
-    k_full = fft2c(x)
-    sigma = float(k_full.abs().pow(2).mean().sqrt()) * 10 ** (-snr_db / 20)
-    noise = torch.view_as_complex(torch.randn(*k_full.shape, 2, generator=generator)) * (sigma / math.sqrt(2))
-    return x, mask * (k_full + noise), sigma
-
-
 class CNFDataset(Dataset):
-    """Simulated multi-coil training items for the CNF, normalised by the zero-filled 95th percentile.
+    """Simulated multi-coil training items for the CNF, drawn by the project's one simulator.
 
-    Item ``i`` (``i < len(slices) * repeats``) is slice ``i % N`` with phase, noise and flips drawn from a
-    generator seeded by ``(seed, i)``, so the data are the same on every run and resume.
-    Returns a dict ``x`` (ground-truth coil images), ``zf`` (zero-filled), ``mask`` ``(1, 1, W)``.
+    Item ``i`` (``i < N * repeats``, ``N`` slices of ``split``) is slice ``i % N``, optionally flipped,
+    acquired by :func:`bayesmri.data.simulate_acquisition` exactly as :class:`bayesmri.data.
+    SimulatedBrainDataset` does (its coil maps, smooth phase, SNR definition, normalisation) but with a
+    mask and an acquisition seed of its own per *item*: ``derive_seed("cnf-mask", seed, i)`` picks the GRO
+    frame (or the random pattern), so the model sees the mask variety of the test split, where every slice
+    has its own frame (session 1 trained on frame 0 only and lost 5 dB on other frames).
+    Deterministic for a given ``(split, seed)``, so runs resume on the same data.
+
+    Returns a dict ``x`` (ground-truth coil images ``(C, H, W)``), ``zf`` (zero-filled ``A^+ y``), both
+    divided by the 95th percentile of the zero-filled RSS (:func:`bayesmri.flows.cnf.zero_filled_and_scale`,
+    the normalisation used at inference), and ``mask`` ``(1, 1, W)`` (1-D patterns) or ``(1, H, W)``.
     """
 
-    def __init__(self, slices: torch.Tensor, ncoils: int = 8, acceleration: float = 4, pattern: str = "gro",
-                 snr_db: float = 30.0, repeats: int = 8, seed: int = 0, flips: bool = True):
-        from ..physics import make_mask
-        from ..physics.coils import birdcage_maps
+    def __init__(self, split: str = "train", size: int = 64, ncoils: int = 8, acceleration: float = 4,
+                 pattern: str = "gro", snr_db: float = 30.0, repeats: int = 8, seed: int = 0, flips: bool = True,
+                 fixed_mask: bool = False, num_acs=None):
+        from ..data.simulate import SimulatedBrainDataset
 
-        if slices.ndim != 3:
-            raise ValueError(f"slices must have shape (N, H, W), got {tuple(slices.shape)}")
-        self.slices = slices.float()
-        H, W = slices.shape[-2:]
-        self.maps = birdcage_maps((ncoils, H, W))
-        self.mask = make_mask(pattern, (H, W), acceleration).float()
+        if not isinstance(repeats, int) or repeats < 1:
+            raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
+        self.sim = SimulatedBrainDataset(split, size=size, pattern=pattern, acceleration=acceleration,
+                                         ncoils=ncoils, snr_db=snr_db, seed=seed)
+        self.maps = self.sim.maps
+        self.size, self.pattern, self.acceleration = int(size), pattern, float(acceleration)
         self.snr_db, self.repeats, self.seed, self.flips = snr_db, int(repeats), int(seed), flips
+        self.fixed_mask, self.num_acs = bool(fixed_mask), num_acs
 
     def __len__(self):
-        return self.slices.shape[0] * self.repeats
+        return len(self.sim.images) * self.repeats
+
+    def mask_for(self, i: int) -> torch.Tensor:
+        from ..data.simulate import derive_seed
+        from ..physics import make_mask
+
+        ms = derive_seed("cnf-mask", self.seed) if self.fixed_mask else derive_seed("cnf-mask", self.seed, int(i))
+        return make_mask(self.pattern, (self.size, self.size), self.acceleration, num_acs=self.num_acs, seed=ms)
 
     def __getitem__(self, i):
-        g = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, int(i)]).generate_state(1)[0]))
-        mag = self.slices[i % self.slices.shape[0]]
+        from ..data.simulate import derive_seed, simulate_acquisition
+
+        if not 0 <= int(i) < len(self):
+            raise IndexError(f"index {i} out of range for a dataset of {len(self)} items")
+        g = torch.Generator().manual_seed(derive_seed("cnf-acq", self.seed, int(i)))
+        mag = self.sim.images[int(i) % len(self.sim.images)]
         if self.flips:
-            f = torch.randint(0, 4, (1,), generator=g).item()
+            f = int(torch.randint(0, 4, (1,), generator=g))
             mag = torch.flip(mag, [0]) if f & 1 else mag
             mag = torch.flip(mag, [1]) if f & 2 else mag
-        mask = self.mask.reshape(1, 1, -1)
-        x, k, _ = simulate_coil_acquisition(mag, self.maps, mask, g, self.snr_db)
-        zf, scale, _ = zero_filled_and_scale(k[None], mask)
-        s = scale[0]
-        return {"x": x / s, "zf": zf[0] / s, "mask": mask}
+        mask = self.mask_for(i)
+        s = simulate_acquisition(mag, mask=mask, maps=self.maps, snr_db=self.snr_db, seed=g,
+                                 phase_max=self.sim.phase_max)
+        m = mask.reshape(1, 1, -1) if mask.ndim == 1 else mask[None]
+        zf, scale, _ = zero_filled_and_scale(s.kspace[None], m)
+        sc = scale[0]
+        return {"x": s.coil_images / sc, "zf": zf[0] / sc, "mask": m}
 
 
 class CNFLoss:
@@ -147,6 +141,9 @@ def cli_add_arguments(parser) -> None:
     parser.add_argument("--ncoils", type=int, default=8)
     parser.add_argument("--levels", type=int, default=None, help="flow levels L (overrides the preset)")
     parser.add_argument("--blocks", type=int, default=None, help="coupling blocks per level B (overrides the preset)")
+    parser.add_argument("--unet-chans", type=int, default=None, help="UNet width (overrides the preset)")
+    parser.add_argument("--pretrain-lr", type=float, default=None, help="peak learning rate of the UNet pretraining (default --lr)")
+    parser.add_argument("--snr", type=float, default=30.0, help="simulated k-space SNR in dB (default 30, as the test split)")
     parser.add_argument("--acceleration", type=float, default=4.0)
     parser.add_argument("--base", default="gaussian", choices=["gaussian", "radial"])
     parser.add_argument("--mean-shift", action="store_true",
@@ -162,7 +159,6 @@ def cli_run(args, cfg) -> int:
     """Pretrain the UNet, then train the CNF jointly; export EMA weights."""
     from dataclasses import replace
 
-    from ..data import load_slices
     from . import Trainer
 
     size = args.img_size or (128 if str(cfg.device).startswith("cuda") else 64)
@@ -171,15 +167,18 @@ def cli_run(args, cfg) -> int:
         kw["num_levels"] = args.levels
     if args.blocks:
         kw["num_blocks"] = args.blocks
+    if args.unet_chans:
+        kw["unet_chans"] = args.unet_chans
     torch.manual_seed(cfg.seed)
     model = ConditionalNF(ncoils=args.ncoils, img_size=(size, size), base=args.base,
                           nullspace=not args.no_nullspace, seed=cfg.seed,
                           mean_shift=args.mean_shift, **kw)
-    data = CNFDataset(load_slices("train", size), ncoils=args.ncoils, acceleration=args.acceleration, seed=cfg.seed)
+    data = CNFDataset("train", size, ncoils=args.ncoils, acceleration=args.acceleration, snr_db=args.snr, seed=cfg.seed)
     out = Path(args.out)
     meta = {"cnf": {"acceleration": args.acceleration, "pattern": "gro", "image_size": [size, size],
-                    "normalisation": "95th percentile of the zero-filled RSS", "data": "builtin train",
-                    "pretrain_steps": args.pretrain_steps, "size_preset": args.size_preset,
+                    "normalisation": "95th percentile of the zero-filled RSS", "snr_db": args.snr,
+                    "data": "builtin train, bayesmri.data.simulate_acquisition, GRO frame per item",
+                    "pretrain_steps": args.pretrain_steps, "pretrain_lr": args.pretrain_lr or cfg.lr, "size_preset": args.size_preset,
                     "train_noise": args.train_noise}}
     joint_ckpt = out / "checkpoint.pt"
     dtype = torch.float16 if args.export_dtype == "float16" else None
@@ -193,7 +192,7 @@ def cli_run(args, cfg) -> int:
     if args.pretrain_steps > 0 and not joint_ckpt.exists():
         data_init(model, data)
         pre = Trainer(model, cnf_pretrain_loss, data, out / "pretrain",
-                      replace(cfg, steps=args.pretrain_steps, ema_decay=0.0, checkpoint_every=min(cfg.checkpoint_every, args.pretrain_steps)),
+                      replace(cfg, steps=args.pretrain_steps, ema_decay=0.0, lr=args.pretrain_lr or cfg.lr, checkpoint_every=min(cfg.checkpoint_every, args.pretrain_steps)),
                       resume=(out / "pretrain" / "checkpoint.pt").exists())
         pre.fit(export=False)
         model = pre.model

@@ -1,5 +1,3 @@
-import math
-
 import pytest
 import torch
 
@@ -125,9 +123,7 @@ def test_training_reduces_nll_and_saves(tmp_path):
     from bayesmri.train.cnf import CNFDataset, CNFLoss, data_init
 
     torch.manual_seed(0)
-    g = torch.Generator().manual_seed(0)
-    slices = torch.rand(4, 8, 8, generator=g)
-    data = CNFDataset(slices, ncoils=2, acceleration=2, repeats=2)
+    data = CNFDataset("train", 8, ncoils=2, acceleration=2, repeats=1, num_acs=2)
     item = data[0]
     assert set(item) == {"x", "zf", "mask"} and item["x"].shape == (2, 8, 8)
     rss = item["zf"].abs().pow(2).sum(0).sqrt().flatten()
@@ -205,21 +201,40 @@ def test_cnf_loss_noise_is_seeded():
         CNFLoss(-1.0)
 
 
+def test_training_data_come_from_the_project_simulator():
+    """CNFDataset = bayesmri.data's simulator (same maps, SNR, normalisation) with a GRO frame per item."""
+    from bayesmri.data.simulate import SimulatedBrainDataset
+    from bayesmri.physics.masks import acceleration_of
+    from bayesmri.train.cnf import CNFDataset
+
+    ds = CNFDataset("train", 32, ncoils=4, acceleration=4, repeats=1, flips=False)
+    sim = SimulatedBrainDataset("train", size=32, ncoils=4, acceleration=4)
+    assert torch.equal(ds.maps, sim.maps)
+    a, b = ds[100], ds[101]
+    assert not torch.equal(a["mask"], b["mask"])  # the mask frame varies per item, as in the test split
+    assert abs(acceleration_of(a["mask"].reshape(-1), (32, 32)) - 4) < 0.5
+    # x = S * image (ground truth coil images from the shared maps), zf = A^+ y of the same acquisition
+    img = (ds.maps.conj() * a["x"]).sum(0)
+    assert torch.allclose(ds.maps * img, a["x"], atol=1e-5)
+    k = a["mask"] * fft2c(a["zf"])
+    noise = k - a["mask"] * fft2c(a["x"])
+    snr = 10 * torch.log10(a["x"].abs().pow(2).mean() / (noise.abs().pow(2).sum() / (a["mask"].sum() * 4 * 32)))
+    assert abs(float(snr) - 30.0) < 1.5  # the project's SNR definition, measured on the sampled lines
+
+
 def test_shipped_weights_beat_zero_filled():
-    from bayesmri.data import load_slices
+    from bayesmri.data.simulate import SimulatedBrainDataset
     from bayesmri.flows.cnf import load_cnf
     from bayesmri.metrics import psnr
-    from bayesmri.train.cnf import CNFDataset
 
     m = load_cnf("cnf64")
     assert m.config["num_levels"] == 3 and m.img_size == (64, 64)
-    ds = CNFDataset(load_slices("test", 64, indices=[60]), ncoils=8, acceleration=4, seed=1000, flips=False, repeats=1)
-    it = ds[0]
-    y = (it["mask"] * fft2c(it["zf"]))[None]
-    xs, info = cnf_sample(m, y, it["mask"], 4, generator=0)
-    S = ds.maps
-    truth = (S.conj() * it["x"]).sum(0)
+    ds = SimulatedBrainDataset("test", size=64, pattern="gro", acceleration=4, indices=[60])
+    s = ds[0]
+    y, mask = s.kspace[None], s.mask
+    xs, info = cnf_sample(m, y, mask, 4, generator=0)
+    S = s.maps_true
     mean = (S.conj() * xs[:, 0]).sum(1).mean(0)
-    zf = (S.conj() * it["zf"]).sum(0)
-    assert float(psnr(mean, truth)) > float(psnr(zf, truth)) + 3.0
-    assert float((it["mask"] * (fft2c(xs[:, 0]) - y)).abs().max()) < 1e-5 * float(y.abs().max())
+    zf = (S.conj() * ifft2c(y[0])).sum(0)
+    assert float(psnr(mean, s.target)) > float(psnr(zf, s.target)) + 5.0
+    assert float((mask * (fft2c(xs[:, 0]) - y)).abs().max()) < 1e-5 * float(y.abs().max())
