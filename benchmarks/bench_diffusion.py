@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import tempfile
@@ -50,6 +49,8 @@ from bayesmri.samplers.registered import BENCH_OPTIONS, DEFAULTS, run_sampler  #
 RESULTS = ROOT / "benchmarks" / "results"
 FIG = ROOT / "docs" / "figures" / "score_prior_samples.png"
 DIFF = ("pula", "ula-annealed", "score-mri")
+#: Ablation rows: a registered method run with other options (key -> (method, options)).
+VARIANTS = {"pula-published": ("pula", dict(phase="none", final_denoise=False))}
 MAIN_PATTERNS = (("gro", 4), ("poisson", 8))
 MASK_PATTERNS = (("uniform1d", 4), ("gaussian2d", 8), ("radial", 4))
 LAMBDA_GRID = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
@@ -62,9 +63,26 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 class Cache:
-    def __init__(self, path: Path):
+    """Results per unit in a JSON file, tagged with the weights that made them (``_meta``)."""
+
+    def __init__(self, path: Path, weights: str, fresh: bool = False):
         self.path = path
-        self.d = json.loads(path.read_text()) if path.is_file() else {}
+        self.d = json.loads(path.read_text()) if path.is_file() and not fresh else {}
+        made = self.d.get("_meta", {}).get("weights")
+        if made is not None and made != weights:
+            raise SystemExit(f"{path} holds results of other weights ({made}); pass --fresh to discard them "
+                             f"or --cache to use another file")
+        self.d["_meta"] = {"weights": weights}
+
+    def merge(self, path: Path):
+        other = json.loads(path.read_text())
+        made = other.get("_meta", {}).get("weights")
+        if made != self.d["_meta"]["weights"]:
+            raise SystemExit(f"cannot merge {path}: its results are of other weights ({made})")
+        for k, v in other.items():
+            if k != "_meta":
+                self.d.setdefault(k, v)
+        atomic_write(self.path, json.dumps(self.d, indent=1).encode())
 
     def get(self, key):
         return self.d.get(key)
@@ -106,6 +124,9 @@ def metrics_of(x, ref) -> dict:
 
 
 def run_one(method, sample, P, seed, prior, opts) -> dict:
+    if method in VARIANTS:
+        method, extra = VARIANTS[method]
+        opts = dict(opts, **extra)
     if method in DIFF:
         res = run_sampler(method, sample, n_samples=P, generator=torch.Generator().manual_seed(seed),
                           prior=prior, maps="true", **opts)
@@ -203,7 +224,8 @@ def grid(args, cache, prior, lams, patterns, methods, n_slices, tag, deadline, b
                     continue
                 if time.time() > deadline:
                     return False
-                opts = dict(BENCH_OPTIONS[m]) if m in DIFF else {"lam": lams[(pat, R)][m]}
+                base = VARIANTS[m][0] if m in VARIANTS else m
+                opts = dict(BENCH_OPTIONS[base]) if base in DIFF else {"lam": lams[(pat, R)][m]}
                 cache.put(key, run_one(m, ds[i], args.P, i, prior, opts))
                 bar.update(1)
     return True
@@ -213,6 +235,7 @@ def exp_nfe(args, cache, prior, deadline):
     ds = dataset("test", args.size, "gro", 4)
     idx = slice_indices(len(ds), args.nfe_slices)
     runs = [("ula-annealed", n) for n in (20, 40, 80, 160, 320)] + [("pula", n) for n in (5, 10, 20, 40)]
+    runs = [(m, n) for m, n in runs if m in args.methods]
     for i in idx:
         for m, n in runs:
             key = f"nfe|{m}|{n}|{i}|P{args.P}|{args.size}"
@@ -230,6 +253,8 @@ def exp_coils(args, cache, prior, lams, deadline):
         ds = dataset("test", args.size, pat, R, ncoils=C)
         for i in slice_indices(len(ds), args.coil_slices):
             for m in ("tv", "pula"):
+                if m not in ("tv",) + args.methods:
+                    continue
                 key = f"coils|{m}|{pat}{R}|C{C}|{i}|P{args.P}|{args.size}"
                 if cache.get(key) is not None:
                     continue
@@ -383,7 +408,11 @@ def write_report(cache, args, lams):
         f"{pr.get('seconds', float('nan')):.0f} s for 8 samples).",
         "",
         "## Test split (Colin27), posterior mean",
-        fmt_table(main, ("tv", "l1wav") + DIFF, MAIN_PATTERNS) if main else "(not run)",
+        fmt_table(main, ("tv", "l1wav") + DIFF + tuple(VARIANTS), MAIN_PATTERNS) if main else "(not run)",
+        "",
+        "`pula-published`: pULA as published (Chung & Ye's real/imaginary split on the raw complex image, no "
+        "final Tweedie step); the other diffusion rows demodulate the low-resolution phase and end with a "
+        "Tweedie step (`phase`, `final_denoise` in `bayesmri/samplers/registered.py`).",
         "",
         verdicts(main, MAIN_PATTERNS),
         "",
@@ -424,14 +453,24 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="2 slices, P=4, 40 prior levels")
     ap.add_argument("--cache", type=Path, default=RESULTS / "diffusion_cache.json")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--fresh", action="store_true", help="discard the cache (e.g. after retraining)")
+    ap.add_argument("--methods", default=",".join(DIFF + tuple(VARIANTS)),
+                    help="diffusion methods to run (comma list); split them over processes with --cache")
+    ap.add_argument("--merge", type=Path, nargs="*", default=[], help="other caches (same weights) to merge in")
     args = ap.parse_args(argv)
+    args.methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    bad = set(args.methods) - set(DIFF) - set(VARIANTS)
+    if bad:
+        ap.error(f"unknown method(s) {sorted(bad)}; choose from {DIFF + tuple(VARIANTS)}")
     if args.quick:
         args.slices, args.mask_slices, args.nfe_slices, args.coil_slices = 2, 1, 1, 1
         args.P, args.prior_levels = 4, 40
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    cache = Cache(args.cache)
     prior, args.weights_label = load_prior(args.weights)
+    cache = Cache(args.cache, args.weights_label, fresh=args.fresh)
+    for other in args.merge:
+        cache.merge(other)
     if prior.sigma_range is None:
         prior.sigma_range = (0.01, 30.4)  # checkpoint: the trainer's sigma range is in its stdout only
     deadline = time.time() + 60 * args.max_minutes
@@ -444,14 +483,13 @@ def main(argv=None):
             if "prior" in exps:
                 exp_prior(prior, cache, args)
             if "main" in exps:
-                n = len(MAIN_PATTERNS) * args.slices * 5
-                with tqdm(total=n, desc="main") as bar:
-                    grid(args, cache, prior, lams, MAIN_PATTERNS, ("tv", "l1wav") + DIFF, args.slices, "main",
-                         deadline, bar)
+                ms = ("tv", "l1wav") + args.methods
+                with tqdm(total=len(MAIN_PATTERNS) * args.slices * len(ms), desc="main") as bar:
+                    grid(args, cache, prior, lams, MAIN_PATTERNS, ms, args.slices, "main", deadline, bar)
             if "masks" in exps:
-                with tqdm(total=len(MASK_PATTERNS) * args.mask_slices * 4, desc="masks") as bar:
-                    grid(args, cache, prior, lams, MASK_PATTERNS, ("tv",) + DIFF, args.mask_slices, "masks",
-                         deadline, bar)
+                ms = ("tv",) + tuple(m for m in args.methods if m in DIFF)
+                with tqdm(total=len(MASK_PATTERNS) * args.mask_slices * len(ms), desc="masks") as bar:
+                    grid(args, cache, prior, lams, MASK_PATTERNS, ms, args.mask_slices, "masks", deadline, bar)
             if "nfe" in exps:
                 exp_nfe(args, cache, prior, deadline)
             if "coils" in exps:

@@ -51,7 +51,7 @@ __all__ = ["DEFAULTS", "BENCH_OPTIONS", "DEMO_OPTIONS", "estimate_noise_sigma", 
 _COMMON = {"maps", "prior", "weights", "scale", "noise_sigma", "chunk_size", "max_time", "phase", "phase_width"}
 
 #: Low-resolution phase window, as a fraction of the image size (64x64: the central 26x26 frequencies);
-#: 0.2-0.25 was best on two val slices at 64x64 (0.05: -1 dB, 0.4: -0.4 dB).
+#: 0.2 was best of {0.1, 0.2, 0.3} on 4 val slices at 64x64 (docs/samplers.md).
 PHASE_WIDTH = 0.2
 
 #: Default sampler parameters per method (noise levels in training-image units, see module doc).
