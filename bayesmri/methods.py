@@ -24,9 +24,10 @@ Modules listed in :data:`METHOD_MODULES` (and any ``bayesmri.methods`` entry poi
 the first time the registry is queried, so that their methods appear in ``--help`` and the demo.
 
 The classical baselines registered here are deterministic (``n_samples`` is ignored beyond 1):
-``zf`` (zero-filled, ``A^H y`` with the coil maps), ``sense`` (CG-SENSE, Tikhonov ``lam``, 30 CG
-iterations), ``tv`` (isotropic total variation, ADMM, 80 iterations) and ``l1wav`` (l1-wavelet,
-MFISTA, 80 iterations). Their default weights :data:`DEFAULT_LAMBDAS` maximise the mean magnitude
+``zf`` (zero-filled, ``A^H y`` with the coil maps; gridding ``A^H W y`` for non-Cartesian data),
+``sense`` (CG-SENSE, Tikhonov ``lam``, 30 CG iterations), ``tv`` (isotropic total variation, ADMM, 80 iterations) and ``l1wav`` (l1-wavelet,
+MFISTA, 80 iterations). ``lam`` is relative to ``||A||^2``: for non-Cartesian operators it is
+multiplied by ``||A||^2`` (power iteration; 1 for Cartesian SENSE with normalised maps). Their default weights :data:`DEFAULT_LAMBDAS` maximise the mean magnitude
 PSNR on 4 slices of the built-in ``val`` split (128x128, 8 coils, SNR 30 dB, true coil maps, images
 normalised so that the 95th percentile of the zero-filled RSS magnitude is 1), for both GRO R=4 and
 Poisson R=8 (samples from ``bayesmri.commands.simulate.simulate_builtin("val", 4, pattern, R, 8,
@@ -233,7 +234,15 @@ def _regularised(name: str, recon_name: str, extra_options: frozenset = frozense
         lam_ = DEFAULT_LAMBDAS[name] if lam is None else float(lam)
         it = DEFAULT_ITERS[name] if max_iter is None else int(max_iter)
         fn = getattr(recon, recon_name)
-        return _deterministic(sample, device, maps, lambda op, y: fn(op, y, lam=lam_, max_iter=it, **options))
+
+        def call(op, y):
+            # lam is relative to ||A||^2 (1 for SENSE with normalised maps; K/N-like for a NUFFT)
+            from .physics.nufft import NonCartesianMRI
+
+            scale = op.compute_norm(n_iter=30, generator=0) if isinstance(op, NonCartesianMRI) else 1.0
+            return fn(op, y, lam=lam_ * scale, max_iter=it, **options)
+
+        return _deterministic(sample, device, maps, call)
 
     method.__name__ = method.__qualname__ = f"{name}_method"
     return method

@@ -54,10 +54,12 @@ def iterate(n: int, progress: bool, desc: str):
 
 @torch.no_grad()
 def zero_filled(op: LinearOperator, y: torch.Tensor) -> torch.Tensor:
-    """Zero-filled reconstruction ``A^H y``.
+    """Zero-filled reconstruction ``A^H y`` (gridding ``A^H W y`` for non-Cartesian data).
 
     For Cartesian single-coil data this is the inverse FFT of the zero-filled k-space; for SENSE
-    (``A = P F S``) it is the coil combination ``S^H F^H P^T y`` of the zero-filled coil images.
+    (``A = P F S``) it is the coil combination ``S^H F^H P^T y`` of the zero-filled coil images. For a
+    non-Cartesian operator with density compensation ``W`` (``op.dcf``) it is the density-compensated
+    adjoint (``op.gridding``): the plain adjoint over-weights the densely sampled centre.
 
     Parameters
     ----------
@@ -69,6 +71,8 @@ def zero_filled(op: LinearOperator, y: torch.Tensor) -> torch.Tensor:
     Tensor ``(B, H, W)`` complex.
     """
     check_recon_inputs(op, y)
+    if getattr(op, "dcf", None) is not None and hasattr(op, "gridding"):
+        return op.gridding(y)
     return op.A_adjoint(y)
 
 
