@@ -51,6 +51,8 @@ FIG = ROOT / "docs" / "figures" / "score_prior_samples.png"
 DIFF = ("pula", "ula-annealed", "score-mri")
 #: Ablation rows: a registered method run with other options (key -> (method, options)).
 VARIANTS = {"pula-published": ("pula", dict(phase="none", final_denoise=False))}
+#: Other learned posterior samplers shown beside them (own coil maps / defaults; P samples).
+OTHERS = ("pogmdm-joint",)
 MAIN_PATTERNS = (("gro", 4), ("poisson", 8))
 MASK_PATTERNS = (("uniform1d", 4), ("gaussian2d", 8), ("radial", 4))
 LAMBDA_GRID = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
@@ -130,13 +132,15 @@ def run_one(method, sample, P, seed, prior, opts) -> dict:
     if method in DIFF:
         res = run_sampler(method, sample, n_samples=P, generator=torch.Generator().manual_seed(seed),
                           prior=prior, maps="true", **opts)
+    elif method in OTHERS:
+        res = get_method(method)(sample, maps="true", n_samples=P, generator=seed, **opts)
     else:
         res = get_method(method)(sample, maps="true", **opts)
         P = 1
     ref = sample.target
     row = metrics_of(res.mean, ref)
     row.update(time_per_sample=float(res.wall_time) / P, nfe=int(res.nfe), P=P)
-    if method in DIFF and P > 1:
+    if (method in DIFF or method in OTHERS) and P > 1:
         Ps = [p for p in (1, 2, 4, 8) if p <= P]
         row["gain"] = dict(zip(map(str, Ps), M.mean_gain_curve(res.samples, ref, Ps, n_repeats=8, generator=0).tolist()))
         row["std_err_corr"] = float(M.std_error_correlation(res.std, (res.mean - ref).abs()))
@@ -225,7 +229,10 @@ def grid(args, cache, prior, lams, patterns, methods, n_slices, tag, deadline, b
                 if time.time() > deadline:
                     return False
                 base = VARIANTS[m][0] if m in VARIANTS else m
-                opts = dict(BENCH_OPTIONS[base]) if base in DIFF else {"lam": lams[(pat, R)][m]}
+                if base in OTHERS:
+                    opts = {}
+                else:
+                    opts = dict(BENCH_OPTIONS[base]) if base in DIFF else {"lam": lams[(pat, R)][m]}
                 cache.put(key, run_one(m, ds[i], args.P, i, prior, opts))
                 bar.update(1)
     return True
@@ -408,11 +415,12 @@ def write_report(cache, args, lams):
         f"{pr.get('seconds', float('nan')):.0f} s for 8 samples).",
         "",
         "## Test split (Colin27), posterior mean",
-        fmt_table(main, ("tv", "l1wav") + DIFF + tuple(VARIANTS), MAIN_PATTERNS) if main else "(not run)",
+        fmt_table(main, ("tv", "l1wav") + DIFF + tuple(VARIANTS) + OTHERS, MAIN_PATTERNS) if main else "(not run)",
         "",
         "`pula-published`: pULA as published (Chung & Ye's real/imaginary split on the raw complex image, no "
         "final Tweedie step); the other diffusion rows demodulate the low-resolution phase and end with a "
-        "Tweedie step (`phase`, `final_denoise` in `bayesmri/samplers/registered.py`).",
+        "Tweedie step (`phase`, `final_denoise` in `bayesmri/samplers/registered.py`). `pogmdm-joint`: the "
+        "PoGMDM prior with jointly estimated coil maps (its own defaults, P samples), for comparison.",
         "",
         verdicts(main, MAIN_PATTERNS),
         "",
@@ -459,9 +467,9 @@ def main(argv=None):
     ap.add_argument("--merge", type=Path, nargs="*", default=[], help="other caches (same weights) to merge in")
     args = ap.parse_args(argv)
     args.methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    bad = set(args.methods) - set(DIFF) - set(VARIANTS)
+    bad = set(args.methods) - set(DIFF) - set(VARIANTS) - set(OTHERS)
     if bad:
-        ap.error(f"unknown method(s) {sorted(bad)}; choose from {DIFF + tuple(VARIANTS)}")
+        ap.error(f"unknown method(s) {sorted(bad)}; choose from {DIFF + tuple(VARIANTS) + OTHERS}")
     if args.quick:
         args.slices, args.mask_slices, args.nfe_slices, args.coil_slices = 2, 1, 1, 1
         args.P, args.prior_levels = 4, 40

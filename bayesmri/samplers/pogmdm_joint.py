@@ -563,10 +563,8 @@ def pogmdm_joint_method(sample, *, n_samples: int = 10, generator=None, device="
         P = x.shape[0]
         res.std = ((x - res.mean).abs() ** 2).sum(0).div(max(P - 1, 1)).sqrt()
         res.diagnostics["map"] = _align_phase(res.diagnostics["map"], res.diagnostics["coil_maps"], ref)
-    # the registry's convention: samples (P, B, H, W), mean/std (B, H, W)
-    res.samples, res.mean, res.std = res.samples[:, None], res.mean[None], res.std[None]
+    # the registry's convention (bayesmri.methods): samples (P, H, W), mean / std (H, W)
     res.diagnostics["mmse"] = res.mean
-    res.diagnostics["map"] = res.diagnostics["map"][None]
     if estimate == "map":
         res.mean = res.diagnostics["map"]
     return res
