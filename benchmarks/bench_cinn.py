@@ -58,6 +58,19 @@ def train(name, prob, arch, base, budget, batch=8, lr=1e-3, steps=None, **kw):
                "params": sum(p.numel() for p in model.parameters())}
 
 
+def mri_run(name, prob, arch, kw, budget, steps=None):
+    """Train one single-coil MRI cINN; P = 32 evaluation and the stability of its inverse pass."""
+    m, info = train(name, prob, arch, "radial", budget, batch=4, steps=steps, **kw)
+    info["P32"] = evaluate(m, prob, n_samples=32, n_test=16, chunk=8)
+    # stability of the inverse pass: max |x| of samples and reconstruction error of T^{-1}(T(x))
+    with torch.no_grad():
+        z, _ = m(prob.x_test[:8], prob.c_test[:8])
+        rec = m.inverse(z, prob.c_test[:8])
+        info["inverse_err_max"] = float((rec - prob.x_test[:8]).abs().max())
+        info["sample_abs_max"] = float(m.sample(prob.c_test[:8], 8, generator=1).abs().max())
+    return m, info
+
+
 def write_table(R, path):
     """Markdown table of whatever runs are in ``R`` (the JSON results)."""
     L = ["# cINN results (Denker et al. 2021 comparisons, CPU scale)", "",
@@ -168,24 +181,16 @@ def main():
                                     ("mri_iunet_affine", "iunet", {"coupling": "affine"}, 120)):
             if name in R and not a.redo:
                 continue
-            m, info = train(name, prob, arch, "radial", bud * S, batch=4, **kw)
-            info["P32"] = evaluate(m, prob, n_samples=32, n_test=16, chunk=8)
-            # stability of the inverse pass: max |x| of samples and reconstruction error of T^{-1}(T(x))
-            with torch.no_grad():
-                z, _ = m(prob.x_test[:8], prob.c_test[:8])
-                rec = m.inverse(z, prob.c_test[:8])
-                info["inverse_err_max"] = float((rec - prob.x_test[:8]).abs().max())
-                s = m.sample(prob.c_test[:8], 8, generator=1)
-                info["sample_abs_max"] = float(s.abs().max())
-            R[name] = info
+            m, R[name] = mri_run(name, prob, arch, kw, bud * S)
             dump()
             if name == "mri_ms_radial":
                 save_cinn(m, ROOT / "bayesmri/weights/cinn_mri64",
                           {"cinn": {"problem": "mri", "mask": "uniform1d R=4, 8% ACS (round(0.08 W)) seed 0",
                                     "normalisation": "95th percentile of the zero-filled magnitude",
-                                    "noise": prob.info["noise"], "train_steps": info["steps"]}})
+                                    "noise": prob.info["noise"], "train_steps": R[name]["steps"]}})
     if "mri_eq" in only:
         # equal-step MRI runs: multi-scale vs iUNet and affine vs additive couplings at the same steps
+        # (results only: the shipped weights come from the runs above)
         n_eq = int(a.eq_steps)
         prob = make_problem("mri", size=64, n_test=16)
         for arch, kw, tag in (("multiscale", {}, "ms_radial"), ("iunet", {"coupling": "additive"}, "iunet_additive"),
@@ -193,21 +198,8 @@ def main():
             name = f"mri_{tag}_{n_eq}steps"
             if name in R and not a.redo:
                 continue
-            m, info = train(name, prob, arch, "radial", 0, batch=4, steps=n_eq, **kw)
-            info["P32"] = evaluate(m, prob, n_samples=32, n_test=16, chunk=8)
-            with torch.no_grad():
-                z, _ = m(prob.x_test[:8], prob.c_test[:8])
-                rec = m.inverse(z, prob.c_test[:8])
-                info["inverse_err_max"] = float((rec - prob.x_test[:8]).abs().max())
-                s = m.sample(prob.c_test[:8], 8, generator=1)
-                info["sample_abs_max"] = float(s.abs().max())
-            R[name] = info
+            _, R[name] = mri_run(name, prob, arch, kw, 0, steps=n_eq)
             dump()
-            if tag == "ms_radial":
-                save_cinn(m, ROOT / "bayesmri/weights/cinn_mri64",
-                          {"cinn": {"problem": "mri", "mask": "uniform1d R=4, 8% ACS (round(0.08 W)) seed 0",
-                                    "normalisation": "95th percentile of the zero-filled magnitude",
-                                    "noise": prob.info["noise"], "train_steps": info["steps"]}})
     if "cs_eq" in only:
         # equal-step reruns: the wall-clock budgets above give different step counts on a loaded machine
         n_eq = int(a.eq_steps)

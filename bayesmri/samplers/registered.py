@@ -164,11 +164,12 @@ def run_sampler(name: str, sample, *, n_samples=1, generator=None, device="cpu",
         phase = "none"  # these modes sample coil images: each has its own phase
     t0 = time.perf_counter()
     scale = options.get("scale", "auto")
-    x_ls = least_squares_image(op, y)
-    a = data_scale(op, y, x_ls=x_ls) if scale in (None, "auto") else float(scale)
+    auto = scale in (None, "auto")
+    x_ls = least_squares_image(op, y) if auto or phase == "lowres" else None  # shared by both estimates
+    a = data_scale(op, y, x_ls=x_ls) if auto else float(scale)
     if not (math.isfinite(a) and a > 0):
         raise ValueError(f"scale must be 'auto' or a positive number, got {scale!r}")
-    H, W = x_ls.shape[-2:]
+    H, W = op.domain_shape[-2:]
     ph = None
     if phase == "lowres":
         w = max(1, int(round(width * min(H, W))))
