@@ -22,20 +22,23 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bayesmri.flows.cinn import load_cinn, refine_sample, save_cinn  # noqa: E402
+from bayesmri.flows.cinn import SINGLE_COIL_WEIGHTS, TRAINING_NOISE_STD, load_cinn, refine_sample, save_cinn  # noqa: E402
 from bayesmri.metrics import psnr, ssim  # noqa: E402
 from bayesmri.train import Trainer  # noqa: E402
 from bayesmri.train.cinn import CINNLoss, PairDataset, build_model, evaluate, make_problem  # noqa: E402
 
 
-def train(name, prob, arch, base, budget, batch=8, lr=1e-3, steps=None, **kw):
-    """Train for ``steps`` (or as many as fit in ``budget`` seconds, timed on 3 steps); export the EMA."""
+def train(name, prob, arch, base, budget, batch=8, lr=1e-3, steps=None, noise_std=0.0, **kw):
+    """Train for ``steps`` (or as many as fit in ``budget`` seconds, timed on 3 steps); export the EMA.
+
+    ``noise_std``: std of the training noise on the targets (sec. 4.2.3; ``TRAINING_NOISE_STD``).
+    """
     out = ROOT / "runs" / f"cinn_{name}"
     if out.exists():
         shutil.rmtree(out)
     torch.manual_seed(0)
     model = build_model(arch, prob, base=base, **kw)
-    loss = CINNLoss()
+    loss = CINNLoss(noise_std)
     # time a few steps to turn the wall-clock budget into a step count
     m2 = build_model(arch, prob, base=base, **kw)
     opt = torch.optim.Adam(m2.parameters(), 1e-4)
@@ -54,13 +57,13 @@ def train(name, prob, arch, base, budget, batch=8, lr=1e-3, steps=None, **kw):
     tr.export(stem)
     m, _ = load_cinn(stem)
     print(f"[{name}] {steps} steps in {wall:.0f}s, last loss {res.last_loss:.4f}", flush=True)
-    return m, {"steps": steps, "train_s": round(wall, 1), "last_nll": round(res.last_loss, 4),
+    return m, {"steps": steps, "train_s": round(wall, 1), "last_nll": round(res.last_loss, 4), "train_noise_std": noise_std,
                "params": sum(p.numel() for p in model.parameters())}
 
 
-def mri_run(name, prob, arch, kw, budget, steps=None):
+def mri_run(name, prob, arch, kw, budget, steps=None, noise_std=0.0):
     """Train one single-coil MRI cINN; P = 32 evaluation and the stability of its inverse pass."""
-    m, info = train(name, prob, arch, "radial", budget, batch=4, steps=steps, **kw)
+    m, info = train(name, prob, arch, "radial", budget, batch=4, steps=steps, noise_std=noise_std, **kw)
     info["P32"] = evaluate(m, prob, n_samples=32, n_test=16, chunk=8)
     # stability of the inverse pass: max |x| of samples and reconstruction error of T^{-1}(T(x))
     with torch.no_grad():
@@ -69,6 +72,32 @@ def mri_run(name, prob, arch, kw, budget, steps=None):
         info["inverse_err_max"] = float((rec - prob.x_test[:8]).abs().max())
         info["sample_abs_max"] = float(m.sample(prob.c_test[:8], 8, generator=1).abs().max())
     return m, info
+
+
+def maybe_ship_single_coil(m, name, info, prob, arch, kw):
+    """Replace ``bayesmri/weights/cinn_mri64`` by ``m`` only if its P = 32 mean beats the shipped model's.
+
+    Both are evaluated here on the same 16 held-out slices with the same sample seed (``evaluate``).
+    """
+    new = info["P32"]["psnr_mean"]
+    old = None
+    if Path(str(SINGLE_COIL_WEIGHTS) + ".safetensors").is_file():
+        shipped, _ = load_cinn(SINGLE_COIL_WEIGHTS)
+        old = evaluate(shipped, prob, n_samples=32, n_test=16, chunk=8)["psnr_mean"]
+    info["shipped_psnr_before"] = old
+    if old is not None and new <= old:
+        print(f"[{name}] {new:.2f} dB <= shipped {old:.2f} dB: weights kept", flush=True)
+        return False
+    desc = "multi-scale" if arch == "multiscale" else f"iUNet {kw.get('coupling', 'additive')}"
+    save_cinn(m, SINGLE_COIL_WEIGHTS,
+              {"cinn": {"problem": "mri", "arch": desc, "mask": "uniform1d R=4, 8% ACS (5 of 64 columns), seed 0",
+                        "normalisation": "95th percentile of the zero-filled magnitude",
+                        "noise": prob.info["noise"], "train_steps": info["steps"],
+                        "train_noise_std": info.get("train_noise_std", 0.0),
+                        "results": f"benchmarks/results/cinn.md ({name})"}})
+    info["shipped"] = True
+    print(f"[{name}] {new:.2f} dB > shipped {old} dB: weights replaced", flush=True)
+    return True
 
 
 def write_table(R, path):
@@ -82,6 +111,7 @@ def write_table(R, path):
          "    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_cinn.py --only cs,mri,ct   # budget runs",
          "    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_cinn.py --only cs_eq --eq-steps 1000",
          "    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_cinn.py --only mri_eq --eq-steps 600",
+         "    OMP_NUM_THREADS=1 nice -n 15 python benchmarks/bench_cinn.py --only mri_eq --eq-steps 600 --train-noise",
          "    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_cinn.py --only mri_mc     # demo-family MRI model",
          "    python benchmarks/bench_cinn.py --table-only", "",
          "Problems: `cs` = 28x28 digits, Gaussian A (196x784), 10 % noise (inversion layer: gradient-Tikhonov",
@@ -122,6 +152,8 @@ def main():
     ap.add_argument("--budget-scale", type=float, default=1.0)
     ap.add_argument("--only", default="cs,mri,ct", help="comma list of cs, cs_eq, mri, mri_eq, ct, mri_mc")
     ap.add_argument("--eq-steps", type=int, default=1000, help="steps of each cs_eq / mri_eq run")
+    ap.add_argument("--train-noise", action="store_true",
+                    help="mri_eq: train with the paper's target noise N(0, 0.005) (run names get '_noise')")
     ap.add_argument("--table-only", action="store_true", help="only rewrite cinn.md from cinn.json")
     ap.add_argument("--redo", action="store_true", help="rerun experiments already in results/cinn.json")
     a = ap.parse_args()
@@ -183,22 +215,26 @@ def main():
                 continue
             m, R[name] = mri_run(name, prob, arch, kw, bud * S)
             dump()
-            if name == "mri_ms_radial":
-                save_cinn(m, ROOT / "bayesmri/weights/cinn_mri64",
-                          {"cinn": {"problem": "mri", "mask": "uniform1d R=4, 8% ACS (round(0.08 W)) seed 0",
-                                    "normalisation": "95th percentile of the zero-filled magnitude",
-                                    "noise": prob.info["noise"], "train_steps": R[name]["steps"]}})
+            maybe_ship_single_coil(m, name, R[name], prob, arch, kw)
+            dump()
     if "mri_eq" in only:
-        # equal-step MRI runs: multi-scale vs iUNet and affine vs additive couplings at the same steps
-        # (results only: the shipped weights come from the runs above)
+        # equal-step MRI runs: multi-scale vs iUNet and affine vs additive couplings at the same steps.
+        # With --train-noise (the paper's N(0, 0.005) on the targets; runs named *_noise) the best run
+        # replaces the shipped single-coil weights if it beats them on the held-out slices.
         n_eq = int(a.eq_steps)
+        noise = TRAINING_NOISE_STD if a.train_noise else 0.0
         prob = make_problem("mri", size=64, n_test=16)
         for arch, kw, tag in (("multiscale", {}, "ms_radial"), ("iunet", {"coupling": "additive"}, "iunet_additive"),
                               ("iunet", {"coupling": "affine"}, "iunet_affine")):
-            name = f"mri_{tag}_{n_eq}steps"
+            name = f"mri_{tag}_{n_eq}steps" + ("_noise" if noise else "")
             if name in R and not a.redo:
                 continue
-            _, R[name] = mri_run(name, prob, arch, kw, 0, steps=n_eq)
+            m, R[name] = mri_run(name, prob, arch, kw, 0, steps=n_eq, noise_std=noise)
+            dump()
+            if noise and maybe_ship_single_coil(m, name, R[name], prob, arch, kw):
+                for other, info in R.items():  # one run is the shipped one
+                    if other != name and isinstance(info, dict) and info.get("shipped") is True:
+                        info["shipped"] = f"superseded by {name}"
             dump()
     if "cs_eq" in only:
         # equal-step reruns: the wall-clock budgets above give different step counts on a loaded machine

@@ -348,6 +348,14 @@ class Trainer:
             self.ema[k].copy_(v)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
+        old_lr = ckpt.get("train_config", {}).get("lr")
+        if old_lr is not None and float(old_lr) != float(self.cfg.lr):
+            # A new --lr on resume (e.g. a low-LR finishing phase) replaces the restored one; the
+            # optimizer's moments are kept.
+            warnings.warn(f"resuming with lr={self.cfg.lr} (checkpoint: {old_lr})", stacklevel=3)
+            self.scheduler.base_lrs = [float(self.cfg.lr)] * len(self.optimizer.param_groups)
+            for grp in self.optimizer.param_groups:
+                grp["lr"] = float(self.cfg.lr) * self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
         self.scaler.load_state_dict(ckpt["scaler"])
         rngs = ckpt["rng"]
         _set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])

@@ -161,3 +161,45 @@ def test_bad_inputs():
         m(torch.randn(1, 1, 8, 9), torch.randn(1, 2, 8, 8))
     with pytest.raises(ValueError):
         m.inverse(torch.randn(1, 10), torch.randn(1, 2, 8, 8))
+
+
+def test_training_noise_is_default_and_noise_free_degenerate_targets_warn():
+    """Regression for the multi-scale MRI cINN below zero-filled (issue 8, benchmarks/results/cinn.md).
+
+    The MRI targets are exactly 0 on ~68 % of the pixels; trained without the paper's target noise, the
+    likelihood of a volume-changing flow is unbounded there. The loss must add the noise by default and
+    warn when it is turned off on such targets (not for volume-preserving additive iUNets).
+    """
+    import argparse
+    import warnings
+
+    from bayesmri.flows.cinn import TRAINING_NOISE_STD
+    from bayesmri.train.cinn import CINNLoss, cli_add_arguments
+
+    assert CINNLoss().noise_std == pytest.approx(math.sqrt(0.005)) == TRAINING_NOISE_STD
+    ap = argparse.ArgumentParser()
+    cli_add_arguments(ap)
+    assert ap.parse_args(["--problem", "mri"]).train_noise is True
+    assert ap.parse_args(["--problem", "mri", "--no-train-noise"]).train_noise is False
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 1, 8, 8, generator=g)
+    x_bg = x * (torch.rand(4, 1, 8, 8, generator=g) > 0.5)  # half the pixels exactly 0
+    c = torch.randn(4, 2, 8, 8, generator=g)
+    ms = _tiny("haar")
+    with pytest.warns(UserWarning, match="unbounded"):
+        CINNLoss(0.0)(ms, {"x": x_bg, "c": c}, g)
+    add = _tiny("iunet", coupling="additive")
+    aff = _tiny("iunet", coupling="affine")
+    c1 = c[:, :1]
+    with pytest.warns(UserWarning, match="unbounded"):
+        CINNLoss(0.0)(aff, {"x": x_bg, "c": c1}, g)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        CINNLoss(0.0)(add, {"x": x_bg, "c": c1}, g)  # logdet = 0: no collapse possible
+        CINNLoss(0.0)(ms, {"x": x, "c": c}, g)  # continuous targets
+        loss, info = CINNLoss()(ms, {"x": x_bg, "c": c}, g)  # default: noised targets
+    # the noise really reaches the likelihood: the default loss differs from the noise-free one
+    with pytest.warns(UserWarning):
+        _, info0 = CINNLoss(0.0)(ms, {"x": x_bg, "c": c}, g)
+    assert abs(info["nll"] - info0["nll"]) > 1e-3

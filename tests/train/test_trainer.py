@@ -66,6 +66,18 @@ def test_exact_resume_is_bit_identical(tmp_path):
     assert la == lb
 
 
+def test_resume_with_new_lr_uses_it(tmp_path):
+    first = _trainer(tmp_path / "c", 4)
+    first.fit(export=False)
+    with pytest.warns(UserWarning, match="lr=0.0001"):
+        t = Trainer(_model(), _loss(), _data(), tmp_path / "c", steps=6, batch_size=4, warmup_steps=3,
+                    checkpoint_every=2, progress=False, lr=1e-4, resume=True)
+    t.fit(export=False)
+    with open(tmp_path / "c" / "log.csv", newline="") as f:
+        lrs = {int(r["step"]): float(r["lr"]) for r in csv.DictReader(f)}
+    assert lrs[4] == pytest.approx(1e-3) and lrs[5] == pytest.approx(1e-4) and lrs[6] == pytest.approx(1e-4)
+
+
 def test_interrupt_checkpoints_then_resumes_exactly(tmp_path):
     straight = _trainer(tmp_path / "a", 6)
     straight.fit(export=False)
