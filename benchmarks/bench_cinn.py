@@ -100,6 +100,20 @@ def maybe_ship_single_coil(m, name, info, prob, arch, kw):
     return True
 
 
+def refinement_sweep(m, prob, n=20, lams=(0.0, 0.0001, 0.001, 0.01, 0.1, 1.0)):
+    """Sample refinement (eq. 22) from one posterior sample on ``n`` test items, 50 Adam steps per lambda."""
+    x, c, y = prob.x_test[:n], prob.c_test[:n], prob.y_test[:n]
+    x0 = m.sample(c, 1, generator=5)[0]
+    sweep = {}
+    for lam in lams:
+        xr = refine_sample(m, prob.forward, y, c, x0, lam=lam, steps=50, lr=1e-2)
+        sweep[str(lam)] = {"psnr": float(psnr(xr[:, 0], x[:, 0], reduction="mean")),
+                           "ssim": float(ssim(xr[:, 0], x[:, 0], reduction="mean"))}
+    sweep["init_sample"] = {"psnr": float(psnr(x0[:, 0], x[:, 0], reduction="mean")),
+                            "ssim": float(ssim(x0[:, 0], x[:, 0], reduction="mean"))}
+    return sweep
+
+
 def write_table(R, path):
     """Markdown table of whatever runs are in ``R`` (the JSON results)."""
     L = ["# cINN results (Denker et al. 2021 comparisons, CPU scale)", "",
@@ -112,6 +126,8 @@ def write_table(R, path):
          "    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_cinn.py --only cs_eq --eq-steps 1000",
          "    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_cinn.py --only mri_eq --eq-steps 600",
          "    OMP_NUM_THREADS=1 nice -n 15 python benchmarks/bench_cinn.py --only mri_eq --eq-steps 600 --train-noise",
+         "    OMP_NUM_THREADS=1 nice -n 15 python benchmarks/bench_cinn.py --only ct_eq --eq-steps 747 --train-noise",
+         "    OMP_NUM_THREADS=1 nice -n 15 python benchmarks/bench_cinn.py --only cs_eq --eq-steps 1000 --train-noise",
          "    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_cinn.py --only mri_mc     # demo-family MRI model",
          "    python benchmarks/bench_cinn.py --table-only", "",
          "Problems: `cs` = 28x28 digits, Gaussian A (196x784), 10 % noise (inversion layer: gradient-Tikhonov",
@@ -129,11 +145,13 @@ def write_table(R, path):
             L.append(f"| {label} | {info['steps']} | {info['train_s']} | {e['n_test']} | {e['n_samples']} | "
                      f"{e['psnr_mean']:.2f} | {e['psnr_baseline']:.2f} | {e['ssim_mean']:.3f} | "
                      f"{e['ssim_baseline']:.3f} | {e['nonfinite_items']} |")
-    if "cs_refinement" in R:
-        L += ["", "Sample refinement (eq. 22) on compressed sensing, 20 test digits, one sample as start, 50 Adam steps:",
-              "", "| lambda | PSNR | SSIM |", "| --- | --- | --- |"]
-        for k, v in R["cs_refinement"].items():
-            L.append(f"| {k} | {v['psnr']:.2f} | {v['ssim']:.3f} |")
+    for key in (k for k in R if k.startswith("cs_refinement")):
+        model = R[key].get("model", "cs_tv_radial, no training noise")
+        L += ["", f"Sample refinement (eq. 22) on compressed sensing, model {model}, 20 test digits, one sample "
+              "as start, 50 Adam steps:", "", "| lambda | PSNR | SSIM |", "| --- | --- | --- |"]
+        for k, v in R[key].items():
+            if isinstance(v, dict):
+                L.append(f"| {k} | {v['psnr']:.2f} | {v['ssim']:.3f} |")
     stab = [(n, i) for n, i in R.items() if isinstance(i, dict) and "inverse_err_max" in i]
     if stab:
         L += ["", "Inverse-pass stability (8 test images): max |T^-1(T(x)) - x| and max |sample|:", "",
@@ -150,10 +168,10 @@ def write_table(R, path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--budget-scale", type=float, default=1.0)
-    ap.add_argument("--only", default="cs,mri,ct", help="comma list of cs, cs_eq, mri, mri_eq, ct, mri_mc")
-    ap.add_argument("--eq-steps", type=int, default=1000, help="steps of each cs_eq / mri_eq run")
+    ap.add_argument("--only", default="cs,mri,ct", help="comma list of cs, cs_eq, mri, mri_eq, ct, ct_eq, mri_mc")
+    ap.add_argument("--eq-steps", type=int, default=1000, help="steps of each cs_eq / mri_eq / ct_eq run")
     ap.add_argument("--train-noise", action="store_true",
-                    help="mri_eq: train with the paper's target noise N(0, 0.005) (run names get '_noise')")
+                    help="mri_eq / cs_eq / ct_eq: train with the paper's target noise N(0, 0.005) (run names get '_noise')")
     ap.add_argument("--table-only", action="store_true", help="only rewrite cinn.md from cinn.json")
     ap.add_argument("--redo", action="store_true", help="rerun experiments already in results/cinn.json")
     a = ap.parse_args()
@@ -194,17 +212,8 @@ def main():
                     info[f"P{P}"] = evaluate(m, prob, n_samples=P, n_test=100)
                 R[name] = info
                 dump()
-                if name == "cs_tv_radial":  # sample refinement sweep (eq. 22), 20 test items, 1 sample init
-                    x, c, y = prob.x_test[:20], prob.c_test[:20], prob.y_test[:20]
-                    x0 = m.sample(c, 1, generator=5)[0]
-                    sweep = {}
-                    for lam in (0.0, 0.01, 0.1, 1.0):
-                        xr = refine_sample(m, prob.forward, y, c, x0, lam=lam, steps=50, lr=1e-2)
-                        sweep[str(lam)] = {"psnr": float(psnr(xr[:, 0], x[:, 0], reduction="mean")),
-                                           "ssim": float(ssim(xr[:, 0], x[:, 0], reduction="mean"))}
-                    sweep["init_sample"] = {"psnr": float(psnr(x0[:, 0], x[:, 0], reduction="mean")),
-                                            "ssim": float(ssim(x0[:, 0], x[:, 0], reduction="mean"))}
-                    R["cs_refinement"] = sweep
+                if name == "cs_tv_radial":  # sample refinement sweep (eq. 22)
+                    R["cs_refinement"] = refinement_sweep(m, prob)
                     dump()
     if "mri" in only:
         prob = make_problem("mri", size=64, n_test=16)
@@ -237,17 +246,48 @@ def main():
                         info["shipped"] = f"superseded by {name}"
             dump()
     if "cs_eq" in only:
-        # equal-step reruns: the wall-clock budgets above give different step counts on a loaded machine
+        # equal-step reruns: the wall-clock budgets above give different step counts on a loaded machine.
+        # With --train-noise (runs *_noise) the refinement sweep is redone on the tv/radial noise model.
         n_eq = int(a.eq_steps)
+        noise = TRAINING_NOISE_STD if a.train_noise else 0.0
+        sfx = "_noise" if noise else ""
         for inv, base in (("tv", "radial"), ("tv", "gaussian"), ("pinv", "radial")):
-            name = f"cs_{inv}_{base}_{n_eq}steps"
-            if name in R and not a.redo:
+            name = f"cs_{inv}_{base}_{n_eq}steps" + sfx
+            ref_key = f"cs_refinement_{n_eq}steps" + sfx
+            need_ref = noise and inv == "tv" and base == "radial" and (ref_key not in R or a.redo)
+            if name in R and not a.redo and not need_ref:
                 continue
             prob = make_problem("cs", inversion=inv, n_test=100)
-            m, info = train(name, prob, "multiscale", base, 0, steps=n_eq)
-            info["lam"] = prob.info["lam"]
-            for P in (1, 10, 100):
-                info[f"P{P}"] = evaluate(m, prob, n_samples=P, n_test=100)
+            if name in R and not a.redo:  # only the sweep is missing: reload the exported EMA model
+                m, _ = load_cinn(ROOT / "runs" / f"cinn_{name}" / "model_ema")
+            else:
+                m, info = train(name, prob, "multiscale", base, 0, steps=n_eq, noise_std=noise)
+                info["lam"] = prob.info["lam"]
+                for P in (1, 10, 100):
+                    info[f"P{P}"] = evaluate(m, prob, n_samples=P, n_test=100)
+                R[name] = info
+                dump()
+            if need_ref:
+                R[ref_key] = refinement_sweep(m, prob)
+                R[ref_key]["model"] = name
+                dump()
+    if "ct_eq" in only:
+        # equal-step CT runs (multi-scale vs additive iUNet); --train-noise: runs *_noise
+        n_eq = int(a.eq_steps)
+        noise = TRAINING_NOISE_STD if a.train_noise else 0.0
+        prob = None
+        for arch, kw, tag in (("multiscale", {}, "ms_radial"), ("iunet", {"coupling": "additive"}, "iunet_additive")):
+            name = f"ct_{tag}_{n_eq}steps" + ("_noise" if noise else "")
+            if name in R and not a.redo:
+                continue
+            if prob is None:
+                prob = make_problem("ct", size=64, n_train=1000, n_test=16)
+            m, info = train(name, prob, arch, "radial", 0, batch=4, steps=n_eq, noise_std=noise, **kw)
+            info["P32"] = evaluate(m, prob, n_samples=32, n_test=16, chunk=8)
+            with torch.no_grad():
+                z, _ = m(prob.x_test[:8], prob.c_test[:8])
+                info["inverse_err_max"] = float((m.inverse(z, prob.c_test[:8]) - prob.x_test[:8]).abs().max())
+                info["sample_abs_max"] = float(m.sample(prob.c_test[:8], 8, generator=1).abs().max())
             R[name] = info
             dump()
     if "mri_mc" in only and ("mri_mc_iunet_additive" not in R or a.redo):

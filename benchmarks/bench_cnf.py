@@ -2,8 +2,8 @@
 
 Run (CPU, bounded)::
 
-    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_cnf.py --weights bayesmri/weights/cnf64 \
-        --ablation-weights runs/cnf64_nonull/model_ema --n-slices 8 --out benchmarks/results/cnf.md
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_cnf.py --weights cnf64 \
+        --ablation-weights runs/cnf64s_nonull/model_ema --n-slices 8 --out benchmarks/results/cnf.md
 
 Data: the built-in *test* split (a different brain from training) as the rest of the project sees it,
 :class:`bayesmri.data.SimulatedBrainDataset` (8 birdcage coils, smooth random phase, SNR 30 dB, a GRO
@@ -166,12 +166,16 @@ def main(argv=None):
     meta = read_config(a.weights)
     train_R = (meta.get("cnf") or meta.get("metadata", {}).get("cnf") or {}).get("acceleration", "?")
     train_steps = meta.get("training", {}).get("steps", "?")
+    cmeta = meta.get("cnf") or meta.get("metadata", {}).get("cnf") or {}
+    pre_steps, t_noise = cmeta.get("pretrain_steps", "?"), cmeta.get("train_noise", "?")
+    t_dom = cmeta.get("train_noise_domain", "flow target, after the nullspace projection")
     lines = [f"# CNF benchmark (Wen et al. 2023)", "",
              f"Command: `python benchmarks/bench_cnf.py {' '.join(sys.argv[1:] if argv is None else argv)}`", "",
              f"Model `{a.weights}`: L={cfg['num_levels']} levels, B={cfg['num_blocks']} blocks, UNet {cfg['unet_chans']} "
              f"channels / {cfg['unet_pools']} pools, coupling width {cfg['hidden']}, base {cfg['base']}, "
              f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters; image {size}x{size}, "
-             f"{model.ncoils} coils; {train_steps} joint training steps; device {a.device}, "
+             f"{model.ncoils} coils; {pre_steps} UNet pretraining + {train_steps} joint training steps, training noise "
+             f"std {t_noise} ({t_dom}); device {a.device}, "
              f"torch threads {torch.get_num_threads()}.", ""]
     t_all = time.perf_counter()
     if "quality" not in skip:

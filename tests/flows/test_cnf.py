@@ -238,3 +238,40 @@ def test_shipped_weights_beat_zero_filled():
     zf = (S.conj() * ifft2c(y[0])).sum(0)
     assert float(psnr(mean, s.target)) > float(psnr(zf, s.target)) + 5.0
     assert float((mask * (fft2c(xs[:, 0]) - y)).abs().max()) < 1e-5 * float(y.abs().max())
+
+
+def test_training_noise_is_default_image_domain_and_keeps_the_target_in_the_nullspace():
+    """Regression for the degenerate NLL (issue 7): the nullspace target is exactly zero on image rows outside
+    the head; the shipped weights trained with noise 0.005 after the projection stretched those directions
+    160x (log-det 4.6 nats/dim). The loss must perturb x by default, before the projection (so the perturbed
+    target has no measured k-space and is no longer zero on the empty rows), and warn without noise."""
+    import argparse
+
+    from bayesmri.flows.cnf import TRAINING_NOISE_STD
+    from bayesmri.train.cnf import CNFLoss, cli_add_arguments
+
+    assert TRAINING_NOISE_STD > 0 and CNFLoss().noise_std == TRAINING_NOISE_STD
+    ap = argparse.ArgumentParser()
+    cli_add_arguments(ap)
+    assert ap.parse_args([]).train_noise == TRAINING_NOISE_STD
+
+    torch.manual_seed(0)
+    m = ConditionalNF(**TINY).eval()
+    x, _, mask = _measurement(R=4)
+    x[..., :3, :] = 0  # empty rows, as outside the head
+    m4 = mask.reshape(1, 1, 1, -1)
+    batch = {"x": x, "zf": ifft2c(m4 * fft2c(x)), "mask": m4}
+    seen = []
+    orig = m.log_prob
+    m.log_prob = lambda u, conds: (seen.append(u.detach()), orig(u, conds))[1]
+    loss, _ = CNFLoss()(m, batch, torch.Generator().manual_seed(1))
+    t = channels_to_complex(seen[-1])
+    assert float((m4 * fft2c(t)).abs().max()) < 1e-5  # the perturbed target stays in the nullspace
+    rows = complex_to_channels(t)[..., :3, :]
+    assert 0.5 * TRAINING_NOISE_STD < float(rows.pow(2).mean().sqrt()) < 2 * TRAINING_NOISE_STD  # rows are noisy
+    with pytest.warns(UserWarning, match="unbounded"):
+        loss0, _ = CNFLoss(0.0)(m, batch, torch.Generator().manual_seed(1))
+    assert float(complex_to_channels(channels_to_complex(seen[-1]))[..., :3, :].abs().max()) < 1e-6  # exact zeros
+    assert float(loss.detach()) != float(loss0.detach())  # the noise reaches the likelihood
+    with pytest.raises(ValueError, match="noise"):
+        m(x, batch["zf"], m4, mode="nll", noise=torch.randn(1, 4, 8, 8))  # real 2C layout: rejected
