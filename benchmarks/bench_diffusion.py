@@ -283,7 +283,7 @@ def collect(cache, prefix, size, P):
             continue
         if f"P{P}" not in parts:
             continue
-        rows.setdefault(tuple(parts[1:-3]), []).append(v)
+        rows.setdefault(tuple(parts[1:-3]), []).append(dict(v, slice=int(parts[-3])))
     return rows
 
 
@@ -308,16 +308,22 @@ def verdicts(rows, patterns):
         base = {m: v for m, v in base.items() if v}
         if not base:
             continue
-        bp = max(float(np.mean([r["psnr"] for r in v])) for v in base.values())
-        bs = max(float(np.mean([r["ssim"] for r in v])) for v in base.values())
         for m in DIFF:
             v = rows.get((m, f"{pat}{R}"))
             if not v:
                 continue
+            # Baselines on the same slices as the method (runs may have stopped part-way).
+            mine = {r["slice"] for r in v}
+            same = {b: [r for r in bv if r["slice"] in mine] for b, bv in base.items()}
+            same = {b: bv for b, bv in same.items() if {r["slice"] for r in bv} == mine}
+            if not same:
+                continue
+            bp = max(float(np.mean([r["psnr"] for r in bv])) for bv in same.values())
+            bs = max(float(np.mean([r["ssim"] for r in bv])) for bv in same.values())
             p, s = float(np.mean([r["psnr"] for r in v])), float(np.mean([r["ssim"] for r in v]))
             ok = "beats" if (p > bp and s > bs) else "does NOT beat"
             lines.append(f"- {pat} R={R}: {m} {ok} the best classical baseline "
-                         f"(PSNR {p:.2f} vs {bp:.2f} dB, SSIM {s:.3f} vs {bs:.3f}; {len(v)} slices).")
+                         f"(PSNR {p:.2f} vs {bp:.2f} dB, SSIM {s:.3f} vs {bs:.3f}; the same {len(v)} slices).")
     return "\n".join(lines)
 
 

@@ -5,7 +5,7 @@ Operators register a factory in ``OPERATOR_FACTORIES``; the NUFFT and any later 
 import pytest
 import torch
 
-from bayesmri.physics import CoilImageMRI, MultiCoilMRI, PhaseModulated, SingleCoilMRI
+from bayesmri.physics import CoilImageMRI, MultiCoilMRI, PhaseModulated, RealInput, SingleCoilMRI
 
 
 def _maps(B, C, H, W, seed):
@@ -29,6 +29,9 @@ OPERATOR_FACTORIES = {
     "phase_modulated_sense": lambda: PhaseModulated(
         MultiCoilMRI(_maps(2, 4, 16, 20, 5), _mask(20, 6)),
         torch.exp(1j * torch.randn(2, 16, 20, generator=torch.Generator().manual_seed(7)))),
+    "real_input_phase_modulated_sense": lambda: RealInput(PhaseModulated(
+        MultiCoilMRI(_maps(2, 4, 16, 20, 8), _mask(20, 9)),
+        torch.exp(1j * torch.randn(2, 16, 20, generator=torch.Generator().manual_seed(10))))),
 }
 
 try:  # non-Cartesian operators join when their module is present

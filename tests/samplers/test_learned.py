@@ -253,3 +253,18 @@ def test_final_denoise_is_tweedie_for_a_gaussian_prior(tiny_sample):
     shrink = a**2 / (a**2 + s**2)
     torch.testing.assert_close(den.samples, raw.samples * shrink, rtol=1e-4, atol=1e-6)
     assert den.nfe == raw.nfe + 1 and den.diagnostics["final_denoise_sigma"] == pytest.approx(s)
+
+
+
+def test_phase_constrained_option_samples_a_real_demodulated_image(tiny_sample):
+    # phase="lowres-real": every sample is p * (real image), p the same low-resolution phase that
+    # "lowres" uses; with "lowres" the demodulated samples keep an imaginary part.
+    kw = dict(prior=ScorePrior(GaussNet(1.0)), maps="true", n_levels=4)
+    real = get_method("pula")(tiny_sample, n_samples=3, generator=0, phase="lowres-real", **kw)
+    free = get_method("pula")(tiny_sample, n_samples=3, generator=0, phase="lowres", **kw)
+    # the phase of any nonzero pixel of a real-demodulated sample is +-p: samples are collinear per pixel
+    a, b = real.samples[0], real.samples[1]
+    cross = (a * b.conj()).imag.abs().max()
+    assert float(cross) < 1e-4 * float((a.abs() * b.abs()).max())
+    fa, fb = free.samples[0], free.samples[1]
+    assert float((fa * fb.conj()).imag.abs().max()) > 1e-2 * float((fa.abs() * fb.abs()).max())
