@@ -61,8 +61,8 @@ def train(name, prob, arch, base, budget, batch=8, lr=1e-3, steps=None, noise_st
                "params": sum(p.numel() for p in model.parameters())}
 
 
-def mri_run(name, prob, arch, kw, budget, steps=None, noise_std=0.0):
-    """Train one single-coil MRI cINN; P = 32 evaluation and the stability of its inverse pass."""
+def run_and_check(name, prob, arch, kw, budget, steps=None, noise_std=0.0):
+    """Train one MRI or CT cINN (radial base); P = 32 evaluation and the stability of its inverse pass."""
     m, info = train(name, prob, arch, "radial", budget, batch=4, steps=steps, noise_std=noise_std, **kw)
     info["P32"] = evaluate(m, prob, n_samples=32, n_test=16, chunk=8)
     # stability of the inverse pass: max |x| of samples and reconstruction error of T^{-1}(T(x))
@@ -180,6 +180,10 @@ def main():
     ap.add_argument("--table-only", action="store_true", help="only rewrite cinn.md from cinn.json")
     ap.add_argument("--redo", action="store_true", help="rerun experiments already in results/cinn.json")
     a = ap.parse_args()
+    n_eq = int(a.eq_steps)
+    # training noise of the equal-step runs (mri_eq, cs_eq, ct_eq) and the suffix of their names
+    noise = TRAINING_NOISE_STD if a.train_noise else 0.0
+    sfx = "_noise" if noise else ""
     S = a.budget_scale
     R = {}
     outj = ROOT / "benchmarks/results/cinn.json"
@@ -227,7 +231,7 @@ def main():
                                     ("mri_iunet_affine", "iunet", {"coupling": "affine"}, 120)):
             if name in R and not a.redo:
                 continue
-            m, R[name] = mri_run(name, prob, arch, kw, bud * S)
+            m, R[name] = run_and_check(name, prob, arch, kw, bud * S)
             dump()
             maybe_ship_single_coil(m, name, R[name], prob, arch, kw)
             dump()
@@ -235,15 +239,13 @@ def main():
         # equal-step MRI runs: multi-scale vs iUNet and affine vs additive couplings at the same steps.
         # With --train-noise (the paper's N(0, 0.005) on the targets; runs named *_noise) the best run
         # replaces the shipped single-coil weights if it beats them on the held-out slices.
-        n_eq = int(a.eq_steps)
-        noise = TRAINING_NOISE_STD if a.train_noise else 0.0
         prob = make_problem("mri", size=64, n_test=16)
         for arch, kw, tag in (("multiscale", {}, "ms_radial"), ("iunet", {"coupling": "additive"}, "iunet_additive"),
                               ("iunet", {"coupling": "affine"}, "iunet_affine")):
-            name = f"mri_{tag}_{n_eq}steps" + ("_noise" if noise else "")
+            name = f"mri_{tag}_{n_eq}steps" + sfx
             if name in R and not a.redo:
                 continue
-            m, R[name] = mri_run(name, prob, arch, kw, 0, steps=n_eq, noise_std=noise)
+            m, R[name] = run_and_check(name, prob, arch, kw, 0, steps=n_eq, noise_std=noise)
             dump()
             if noise and maybe_ship_single_coil(m, name, R[name], prob, arch, kw):
                 for other, info in R.items():  # one run is the shipped one
@@ -253,9 +255,6 @@ def main():
     if "cs_eq" in only:
         # equal-step reruns: the wall-clock budgets above give different step counts on a loaded machine.
         # With --train-noise (runs *_noise) the refinement sweep is redone on the tv/radial noise model.
-        n_eq = int(a.eq_steps)
-        noise = TRAINING_NOISE_STD if a.train_noise else 0.0
-        sfx = "_noise" if noise else ""
         for inv, base in (("tv", "radial"), ("tv", "gaussian"), ("pinv", "radial")):
             name = f"cs_{inv}_{base}_{n_eq}steps" + sfx
             ref_key = f"cs_refinement_{n_eq}steps" + sfx
@@ -278,22 +277,14 @@ def main():
                 dump()
     if "ct_eq" in only:
         # equal-step CT runs (multi-scale vs additive iUNet); --train-noise: runs *_noise
-        n_eq = int(a.eq_steps)
-        noise = TRAINING_NOISE_STD if a.train_noise else 0.0
         prob = None
         for arch, kw, tag in (("multiscale", {}, "ms_radial"), ("iunet", {"coupling": "additive"}, "iunet_additive")):
-            name = f"ct_{tag}_{n_eq}steps" + ("_noise" if noise else "")
+            name = f"ct_{tag}_{n_eq}steps" + sfx
             if name in R and not a.redo:
                 continue
             if prob is None:
                 prob = make_problem("ct", size=64, n_train=1000, n_test=16)
-            m, info = train(name, prob, arch, "radial", 0, batch=4, steps=n_eq, noise_std=noise, **kw)
-            info["P32"] = evaluate(m, prob, n_samples=32, n_test=16, chunk=8)
-            with torch.no_grad():
-                z, _ = m(prob.x_test[:8], prob.c_test[:8])
-                info["inverse_err_max"] = float((m.inverse(z, prob.c_test[:8]) - prob.x_test[:8]).abs().max())
-                info["sample_abs_max"] = float(m.sample(prob.c_test[:8], 8, generator=1).abs().max())
-            R[name] = info
+            _, R[name] = run_and_check(name, prob, arch, kw, 0, steps=n_eq, noise_std=noise)
             dump()
     if "mri_mc" in only and ("mri_mc_iunet_additive" not in R or a.redo):
         # the demo's acquisitions (8 coils, GRO R=4 / Poisson R=8, complex images): the shipped default

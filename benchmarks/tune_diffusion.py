@@ -20,10 +20,17 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_diffusion import BENCH_OPTIONS, DIFF, dataset, load_prior, run_one, slice_indices  # noqa: E402
+from bench_diffusion import BENCH_OPTIONS, DIFF, RESULTS, dataset, load_prior, run_one, slice_indices  # noqa: E402
 
-#: TV lambda per pattern (``lam|<pattern>|64`` in ``benchmarks/results/diffusion_cache.json``).
-TV_LAMBDA = {"gro4": 3e-3, "poisson8": 1e-3, "uniform1d4": 1e-2, "gaussian2d8": 1e-2, "radial4": 1e-3}
+
+def tv_lambda(pattern: str, size: int) -> float:
+    """TV lambda tuned on ``val`` by ``bench_diffusion.py`` (``lam|<pattern>|<size>`` in its cache)."""
+    cache = json.loads((RESULTS / "diffusion_cache.json").read_text())
+    key = f"lam|{pattern}|{size}"
+    if key not in cache:
+        raise SystemExit(f"no tuned TV lambda for {pattern} at {size}x{size}: run bench_diffusion.py first, "
+                         "or pass --no-tv")
+    return cache[key]["tv"]
 
 
 def main(argv=None):
@@ -41,11 +48,12 @@ def main(argv=None):
     print(f"# {args.method} on val, {args.slices} slices, P={args.P}, weights {label}", flush=True)
     print("| pattern | options | PSNR | SSIM | NFE | s/sample |\n|---|---|---|---|---|---|", flush=True)
     for pat in args.patterns.split(","):
-        name, R = pat.rstrip("0123456789"), int(pat[len(pat.rstrip("0123456789")):])
+        name = pat.rstrip("0123456789")
+        R = int(pat[len(name):])
         ds = dataset("val", args.size, name, R)
         idx = slice_indices(len(ds), args.slices)
         samples = [ds[i] for i in idx]
-        runs = [] if args.no_tv else [("tv", {"lam": TV_LAMBDA[pat]}, "tv")]
+        runs = [] if args.no_tv else [("tv", {"lam": tv_lambda(pat, args.size)}, "tv")]
         runs += [(args.method, dict(BENCH_OPTIONS[args.method], **json.loads(o)), o) for o in args.options]
         for m, opts, label in runs:
             t = time.time()
