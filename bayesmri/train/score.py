@@ -100,41 +100,105 @@ class ImageDataset(Dataset):
 class MRIAugment:
     """Augmentation for magnitude MR slices, all draws from the given generator.
 
-    Left-right flips (brains are nearly symmetric; up-down flips are off by default because anatomy is
-    not), small rotations (``+-max_rotation_deg``, bilinear, zero fill outside: background is zero) and
-    intensity scaling by a log-uniform factor in ``intensity``.
+    Applied in this order, to ``(B, 1, H, W)`` real images on a zero background:
+
+    1. left-right flips (brains are nearly symmetric; up-down flips are off by default because
+       anatomy is not);
+    2. one geometric warp, resampled once (bilinear, zero fill outside): rotation by
+       ``+-max_rotation_deg``, anisotropic zoom (a log-uniform factor in ``zoom`` per axis) and a smooth
+       elastic displacement field (Gaussian values on an ``elastic_grid x elastic_grid`` lattice,
+       bicubically interpolated, std ``elastic`` as a fraction of the field of view);
+    3. a contrast change ``x -> x^gamma`` (``gamma`` log-uniform in ``gamma``; the images are normalised
+       to a 95th percentile of 1, so this changes the grey/white/CSF ratios, not the overall scale);
+    4. intensity scaling by a log-uniform factor in ``intensity``;
+    5. with ``downsample = k > 1``, antialiased resampling to ``(H/k, W/k)``
+       (:func:`bayesmri.data.builtin.resize_magnitude`, the built-in loader's own kernel). Feed images
+       at ``k`` times the training size: the warp's bilinear interpolation then does not blur the
+       training images, which would teach the prior that brains are blurrier than they are.
+
+    The defaults are the augmentation of the shipped ``score_small64`` (flips, rotations, intensity);
+    :meth:`strong` adds zoom, elastic deformation and contrast changes, against the overfitting measured
+    on ``val`` when training continued on the 154 training slices (docs/training.md).
     """
 
     def __init__(self, flip_lr: bool = True, flip_ud: bool = False, max_rotation_deg: float = 10.0,
-                 intensity: tuple[float, float] = (0.8, 1.25)):
+                 intensity: tuple[float, float] = (0.8, 1.25), zoom: tuple[float, float] = (1.0, 1.0),
+                 elastic: float = 0.0, elastic_grid: int = 4, gamma: tuple[float, float] = (1.0, 1.0),
+                 downsample: int = 1):
         if max_rotation_deg < 0:
             raise ValueError("max_rotation_deg must be >= 0")
-        if not (0 < intensity[0] <= intensity[1]):
-            raise ValueError(f"intensity range must satisfy 0 < lo <= hi, got {intensity}")
+        for name, rng in (("intensity", intensity), ("zoom", zoom), ("gamma", gamma)):
+            if not (0 < rng[0] <= rng[1]):
+                raise ValueError(f"{name} range must satisfy 0 < lo <= hi, got {rng}")
+        if elastic < 0 or int(elastic_grid) < 2:
+            raise ValueError(f"need elastic >= 0 and elastic_grid >= 2, got {elastic}, {elastic_grid}")
+        if int(downsample) < 1:
+            raise ValueError(f"downsample must be a positive integer, got {downsample}")
         self.flip_lr, self.flip_ud = flip_lr, flip_ud
         self.max_rot = float(max_rotation_deg)
         self.intensity = (float(intensity[0]), float(intensity[1]))
+        self.zoom = (float(zoom[0]), float(zoom[1]))
+        self.elastic, self.elastic_grid = float(elastic), int(elastic_grid)
+        self.gamma = (float(gamma[0]), float(gamma[1]))
+        self.downsample = int(downsample)
+
+    @classmethod
+    def strong(cls, downsample: int = 1) -> "MRIAugment":
+        """Flips, rotations +-10 deg, zoom 0.9-1.1 per axis, elastic 1.5 % of the FOV, gamma 0.75-1.33,
+        intensity 0.8-1.25."""
+        return cls(max_rotation_deg=10.0, zoom=(0.9, 1.1), elastic=0.015, gamma=(0.75, 1.33),
+                   downsample=downsample)
+
+    def config(self) -> dict:
+        """The settings, for the JSON exported with the weights."""
+        return dict(flip_lr=self.flip_lr, flip_ud=self.flip_ud, max_rotation_deg=self.max_rot,
+                    intensity=list(self.intensity), zoom=list(self.zoom), elastic=self.elastic,
+                    elastic_grid=self.elastic_grid, gamma=list(self.gamma), downsample=self.downsample)
+
+    @staticmethod
+    def _log_uniform(u: torch.Tensor, rng: tuple[float, float]) -> torch.Tensor:
+        lo, hi = rng
+        return torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """``x``: ``(B, 1, H, W)`` real; returns an augmented copy."""
+        """``x``: ``(B, 1, H, W)`` real; returns an augmented copy (``(B, 1, H/k, W/k)`` with
+        ``downsample = k``)."""
         B = x.shape[0]
         dev = x.device
+        if x.shape[-2] % self.downsample or x.shape[-1] % self.downsample:
+            raise ValueError(f"image size {tuple(x.shape[-2:])} is not divisible by downsample={self.downsample}")
         u = torch.rand(B, 4, generator=generator, device=generator.device).to(dev)
         if self.flip_lr:
             x = torch.where((u[:, 0] < 0.5)[:, None, None, None], x.flip(-1), x)
         if self.flip_ud:
             x = torch.where((u[:, 1] < 0.5)[:, None, None, None], x.flip(-2), x)
-        if self.max_rot > 0:
+        zooming = self.zoom[1] > self.zoom[0] or self.zoom[0] != 1.0
+        if self.max_rot > 0 or zooming or self.elastic > 0:
             ang = (2 * u[:, 2] - 1) * math.radians(self.max_rot)
             c, s = torch.cos(ang), torch.sin(ang)
             theta = torch.stack([torch.stack([c, -s, torch.zeros_like(c)], -1),
-                                 torch.stack([s, c, torch.zeros_like(c)], -1)], 1).to(x.dtype)
-            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+                                 torch.stack([s, c, torch.zeros_like(c)], -1)], 1)
+            if zooming:  # output pixel -> input coordinate: divide by the magnification
+                uz = torch.rand(B, 2, generator=generator, device=generator.device).to(dev)
+                theta[:, :, :2] = theta[:, :, :2] / self._log_uniform(uz, self.zoom)[:, None, :]
+            grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+            if self.elastic > 0:
+                n = self.elastic_grid
+                coarse = torch.randn(B, 2, n, n, generator=generator, device=generator.device).to(dev, x.dtype)
+                disp = F.interpolate(coarse, size=x.shape[-2:], mode="bicubic", align_corners=True)
+                grid = grid + 2 * self.elastic * disp.permute(0, 2, 3, 1)  # grid units: FOV = 2
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        if self.gamma[1] > self.gamma[0] or self.gamma[0] != 1.0:
+            ug = torch.rand(B, generator=generator, device=generator.device).to(dev)
+            x = x.clamp_min(0) ** self._log_uniform(ug, self.gamma).to(x.dtype)[:, None, None, None]
         lo, hi = self.intensity
         if hi > lo:
-            scale = torch.exp(math.log(lo) + u[:, 3] * (math.log(hi) - math.log(lo))).to(x.dtype)
-            x = x * scale[:, None, None, None]
+            x = x * self._log_uniform(u[:, 3], self.intensity).to(x.dtype)[:, None, None, None]
+        if self.downsample > 1:
+            from bayesmri.data.builtin import resize_magnitude
+
+            H, W = x.shape[-2:]
+            x = resize_magnitude(x[:, 0], (H // self.downsample, W // self.downsample))[:, None].to(x.dtype)
         return x
 
 
@@ -239,7 +303,13 @@ def cli_add_arguments(parser) -> None:
     parser.add_argument("--data", default="builtin", choices=["builtin", "synthetic"], help="training images")
     parser.add_argument("--sigma-min", type=float, default=SIGMA_MIN)
     parser.add_argument("--sigma-max", type=float, default=None, help="default: largest pairwise distance of the data")
-    parser.add_argument("--no-augment", action="store_true", help="no flips/rotations/intensity scaling")
+    parser.add_argument("--augment", default="basic", choices=["none", "basic", "strong"],
+                        help="basic: flips, rotations, intensity scaling (the shipped score_small64); strong: also "
+                             "zoom, elastic deformation and gamma contrast changes (MRIAugment.strong)")
+    parser.add_argument("--no-augment", action="store_true", help="same as --augment none")
+    parser.add_argument("--supersample", type=int, default=1,
+                        help="load the training slices at K times --size, warp them there and resample to --size "
+                             "with antialiasing (keeps rotated/elastic images sharp; default 1)")
     parser.add_argument("--export-dtype", default="float32", choices=["float32", "float16"],
                         help="dtype of the exported safetensors (float16 halves the file)")
 
@@ -250,11 +320,19 @@ def cli_run(args, cfg) -> int:
     from bayesmri.train import Trainer, dist_info
 
     size = args.size or (128 if args.config == "default128" else 64)
+    ss = int(getattr(args, "supersample", 1) or 1)
+    if ss < 1:
+        raise ValueError(f"--supersample must be a positive integer, got {ss}")
     images = load_training_images(args.data, size=size, seed=cfg.seed)
-    sigma_max = args.sigma_max or sigma_max_from_data(images)
+    sigma_max = args.sigma_max or sigma_max_from_data(images)  # at the training size, also when supersampling
+    train_images = images if ss == 1 else load_training_images(args.data, size=size * ss, seed=cfg.seed)
     torch.manual_seed(cfg.seed)  # network initialisation
     model = build_score_unet(args.config)
-    loss = ScoreMatchingLoss(sigma_max, args.sigma_min, augment=None if args.no_augment else MRIAugment())
+    kind = "none" if args.no_augment else getattr(args, "augment", "basic")
+    if kind == "none" and ss > 1:
+        raise ValueError("--supersample needs augmentation (it resamples inside MRIAugment); drop --augment none")
+    augment = {"none": None, "basic": MRIAugment(downsample=ss), "strong": MRIAugment.strong(downsample=ss)}[kind]
+    loss = ScoreMatchingLoss(sigma_max, args.sigma_min, augment=augment)
     meta = {
         "prior": {
             "kind": "ve_sde_score",
@@ -266,12 +344,13 @@ def cli_run(args, cfg) -> int:
             "config_name": args.config,
             "data": args.data,
             "n_train_images": int(images.shape[0]),
+            "augment": None if augment is None else augment.config(),
         }
     }
     export_only = getattr(args, "export_only", False)
     if export_only and not (Path(args.out) / "checkpoint.pt").is_file():
         raise FileNotFoundError(f"--export-only: no checkpoint in {args.out}")
-    trainer = Trainer(model, loss, ImageDataset(images), args.out, cfg, resume=args.resume or export_only,
+    trainer = Trainer(model, loss, ImageDataset(train_images), args.out, cfg, resume=args.resume or export_only,
                       export_metadata=meta)
     dtype = torch.float16 if args.export_dtype == "float16" else None
     stem = getattr(args, "export_to", None) or Path(trainer.out_dir) / "model_ema"

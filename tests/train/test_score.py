@@ -79,6 +79,51 @@ def test_augmentation():
         MRIAugment(intensity=(2.0, 1.0))
 
 
+def test_strong_augmentation_warps_changes_contrast_and_keeps_sharpness():
+    x = smooth_random_images(6, 32, seed=5)[:, None]
+    x = x / x.flatten(1).quantile(0.95, dim=1)[:, None, None, None]
+    # Defaults draw exactly as before (the shipped weights' augmentation is unchanged).
+    torch.testing.assert_close(MRIAugment(zoom=(1.0, 1.0), elastic=0.0, gamma=(1.0, 1.0))(x, torch.Generator().manual_seed(3)),
+                               MRIAugment()(x, torch.Generator().manual_seed(3)))
+    # Gamma alone: zeros stay zero, the ordering of intensities is kept, the contrast changes.
+    gam = MRIAugment(flip_lr=False, max_rotation_deg=0, intensity=(1.0, 1.0), gamma=(0.5, 2.0))(x, torch.Generator().manual_seed(0))
+    assert torch.equal(gam == 0, x == 0)
+    for a, b in zip(gam, x):
+        m = b > 0
+        assert torch.equal(torch.argsort(a[m]), torch.argsort(b[m]))
+    assert (gam - x).abs().max() > 1e-2
+    # Zoom alone changes the support size, within the factor range squared.
+    zm = MRIAugment(flip_lr=False, max_rotation_deg=0, intensity=(1.0, 1.0), zoom=(0.8, 1.25))(x, torch.Generator().manual_seed(1))
+    area = (zm > 0.05).float().sum(dim=(1, 2, 3)) / (x > 0.05).float().sum(dim=(1, 2, 3))
+    assert bool(((area > 0.8**2 * 0.85) & (area < 1.25**2 * 1.15)).all()) and area.std() > 0.02
+    # Elastic alone moves pixels; a smooth 2 % field changes the mass by well under 20 %.
+    el = MRIAugment(flip_lr=False, max_rotation_deg=0, intensity=(1.0, 1.0), elastic=0.02)(x, torch.Generator().manual_seed(2))
+    assert (el - x).abs().max() > 1e-2
+    torch.testing.assert_close(el.sum(dim=(1, 2, 3)), x.sum(dim=(1, 2, 3)), rtol=0.2, atol=0)
+    # Supersampling: warping at 2x and resampling keeps more high-frequency energy than warping at 1x
+    # (bilinear interpolation low-passes), and returns the training size.
+    from bayesmri.data.builtin import resize_magnitude
+
+    hi = smooth_random_images(6, 64, seed=6)
+    hi = hi + 0.3 * (torch.rand(hi.shape, generator=torch.Generator().manual_seed(0)) * (hi > 0))  # texture
+    lo = resize_magnitude(hi, 32)
+    aug = dict(flip_lr=False, max_rotation_deg=10, intensity=(1.0, 1.0))
+    a2 = MRIAugment(downsample=2, **aug)(hi[:, None], torch.Generator().manual_seed(4))
+    a1 = MRIAugment(**aug)(lo[:, None], torch.Generator().manual_seed(4))
+    assert a2.shape == a1.shape == (6, 1, 32, 32)
+
+    def hf(v):  # energy of the horizontal/vertical pixel differences
+        return float((v.diff(dim=-1) ** 2).mean() + (v.diff(dim=-2) ** 2).mean())
+
+    assert hf(a2) > 1.15 * hf(a1)
+    assert hf(lo[:, None]) > 1.15 * hf(a1)
+    with pytest.raises(ValueError, match="divisible"):
+        MRIAugment(downsample=3)(x, torch.Generator())
+    with pytest.raises(ValueError, match="gamma"):
+        MRIAugment(gamma=(1.5, 1.0))
+    assert MRIAugment.strong().config()["elastic"] > 0
+
+
 def test_cli_train_score_runs_and_refuses_to_overwrite(tmp_path, capsys):
     assert main(["train"]) == 2  # no model named: help, exit status 2
     out = str(tmp_path / "run")
@@ -103,3 +148,19 @@ def test_cli_train_score_runs_and_refuses_to_overwrite(tmp_path, capsys):
 
     st = load_file(str(tmp_path / "w.safetensors"))
     assert st["fourier.W"].dtype == torch.float32 and st["conv_in.weight"].dtype == torch.float16
+
+
+def test_cli_strong_augmentation_with_supersampling(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    args = ["train", "score", "--data", "synthetic", "--steps", "2", "--batch-size", "2", "--warmup", "1",
+            "--out", out, "--no-progress", "--augment", "strong", "--supersample", "2"]
+    assert main(args) == 0
+    m = load_model(f"{out}/model_ema")
+    aug = m.meta["prior"]["augment"]
+    assert aug["downsample"] == 2 and aug["elastic"] > 0 and m.meta["prior"]["image_size"] == [64, 64]
+    # sigma_max comes from the images at the training size, not the supersampled ones.
+    from bayesmri.train.score import load_training_images, sigma_max_from_data
+
+    assert m.meta["prior"]["sigma_max"] == pytest.approx(sigma_max_from_data(load_training_images("synthetic", 64)))
+    assert main(args[:-4] + ["--augment", "none", "--supersample", "2", "--out", str(tmp_path / "r2")]) != 0
+    assert "--supersample needs augmentation" in capsys.readouterr().err
