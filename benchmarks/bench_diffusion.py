@@ -98,7 +98,10 @@ def load_prior(weights: str | None) -> tuple[ScorePrior, str]:
     """Shipped/exported safetensors weights, or (while training runs) the trainer's EMA checkpoint."""
     if weights is None:
         try:
-            return load_default_score_prior(), "score_small64 (shipped)"
+            prior = load_default_score_prior()
+            steps = getattr(prior.model, "meta", {}).get("training", {}).get("steps")
+            # the step is part of the label, so results of retrained shipped weights never mix in the cache
+            return prior, f"score_small64 (shipped, step {steps})"
         except FileNotFoundError:
             weights = str(ROOT / "runs" / "score64" / "checkpoint.pt")
     if weights.endswith(".pt"):
