@@ -45,6 +45,10 @@ class CNFDataset(Dataset):
     has its own frame (session 1 trained on frame 0 only and lost 5 dB on other frames).
     Deterministic for a given ``(split, seed)``, so runs resume on the same data.
 
+    ``augment="strong"`` adds :meth:`bayesmri.train.score.MRIAugment.strong` (rotation, zoom, elastic
+    deformation, gamma contrast; warped at twice the size and resampled, so the slices stay sharp)
+    before the flips.
+
     Returns a dict ``x`` (ground-truth coil images ``(C, H, W)``), ``zf`` (zero-filled ``A^+ y``), both
     divided by the 95th percentile of the zero-filled RSS (:func:`bayesmri.flows.cnf.zero_filled_and_scale`,
     the normalisation used at inference), and ``mask`` ``(1, 1, W)`` (1-D patterns) or ``(1, H, W)``.
@@ -52,17 +56,27 @@ class CNFDataset(Dataset):
 
     def __init__(self, split: str = "train", size: int = 64, ncoils: int = 8, acceleration: float = 4,
                  pattern: str = "gro", snr_db: float = 30.0, repeats: int = 8, seed: int = 0, flips: bool = True,
-                 fixed_mask: bool = False, num_acs=None):
+                 fixed_mask: bool = False, num_acs=None, augment: str = "flips"):
         from ..data.simulate import SimulatedBrainDataset
 
         if not isinstance(repeats, int) or repeats < 1:
             raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
+        if augment not in ("flips", "strong"):
+            raise ValueError(f"augment must be 'flips' or 'strong', got {augment!r}")
         self.sim = SimulatedBrainDataset(split, size=size, pattern=pattern, acceleration=acceleration,
                                          ncoils=ncoils, snr_db=snr_db, seed=seed)
         self.maps = self.sim.maps
         self.size, self.pattern, self.acceleration = int(size), pattern, float(acceleration)
         self.snr_db, self.repeats, self.seed, self.flips = snr_db, int(repeats), int(seed), flips
         self.fixed_mask, self.num_acs = bool(fixed_mask), num_acs
+        self.augment, self._hires, self._warp = augment, None, None
+        if augment == "strong":
+            from ..data.builtin import load_slices
+            from .score import MRIAugment
+
+            # the same slices at twice the size: warped there, resampled to `size` (sharp, see MRIAugment)
+            self._hires = load_slices(split, size=2 * self.size)
+            self._warp = MRIAugment.strong(downsample=2)
 
     def __len__(self):
         return len(self.sim.images) * self.repeats
@@ -81,6 +95,10 @@ class CNFDataset(Dataset):
             raise IndexError(f"index {i} out of range for a dataset of {len(self)} items")
         g = torch.Generator().manual_seed(derive_seed("cnf-acq", self.seed, int(i)))
         mag = self.sim.images[int(i) % len(self.sim.images)]
+        if self._warp is not None:
+            hi = self._hires[int(i) % len(self.sim.images)]
+            mag = self._warp(hi[None, None], g)[0, 0].clamp_min(0)
+            mag = mag / mag.max().clamp_min(1e-12)
         if self.flips:
             f = int(torch.randint(0, 4, (1,), generator=g))
             mag = torch.flip(mag, [0]) if f & 1 else mag
@@ -164,6 +182,9 @@ def cli_add_arguments(parser) -> None:
     parser.add_argument("--base", default="gaussian", choices=["gaussian", "radial"])
     parser.add_argument("--mean-shift", action="store_true",
                         help="flow models u - UNet(y) (a conditional translation; not in the paper)")
+    parser.add_argument("--augment", default="flips", choices=["flips", "strong"],
+                        help="flips (default) or strong: also rotation, zoom, elastic deformation and gamma contrast "
+                             "(MRIAugment.strong, warped at twice the size)")
     parser.add_argument("--no-nullspace", action="store_true", help="ablation: model x instead of (I - A^+A) x")
     parser.add_argument("--pretrain-steps", type=int, default=200, help="UNet MSE pretraining steps (0 = none)")
     parser.add_argument("--train-noise", type=float, default=TRAINING_NOISE_STD,
@@ -192,13 +213,14 @@ def cli_run(args, cfg) -> int:
     model = ConditionalNF(ncoils=args.ncoils, img_size=(size, size), base=args.base,
                           nullspace=not args.no_nullspace, seed=cfg.seed,
                           mean_shift=args.mean_shift, **kw)
-    data = CNFDataset("train", size, ncoils=args.ncoils, acceleration=args.acceleration, snr_db=args.snr, seed=cfg.seed)
+    data = CNFDataset("train", size, ncoils=args.ncoils, acceleration=args.acceleration, snr_db=args.snr, seed=cfg.seed,
+                      augment=getattr(args, "augment", "flips"))
     out = Path(args.out)
     meta = {"cnf": {"acceleration": args.acceleration, "pattern": "gro", "image_size": [size, size],
                     "normalisation": "95th percentile of the zero-filled RSS", "snr_db": args.snr,
                     "data": "builtin train, bayesmri.data.simulate_acquisition, GRO frame per item",
                     "pretrain_steps": args.pretrain_steps, "pretrain_lr": args.pretrain_lr or cfg.lr, "size_preset": args.size_preset,
-                    "train_noise": args.train_noise,
+                    "train_noise": args.train_noise, "augment": getattr(args, "augment", "flips"),
                     "train_noise_domain": "image, before the nullspace projection"}}
     joint_ckpt = out / "checkpoint.pt"
     dtype = torch.float16 if args.export_dtype == "float16" else None

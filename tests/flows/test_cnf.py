@@ -275,3 +275,23 @@ def test_training_noise_is_default_image_domain_and_keeps_the_target_in_the_null
     assert float(loss.detach()) != float(loss0.detach())  # the noise reaches the likelihood
     with pytest.raises(ValueError, match="noise"):
         m(x, batch["zf"], m4, mode="nll", noise=torch.randn(1, 4, 8, 8))  # real 2C layout: rejected
+
+
+def test_strong_augmentation_warps_the_slice_deterministically():
+    """augment="strong": each item is a warped, contrast-changed copy of its slice, the same on every call."""
+    from bayesmri.data.builtin import load_slices
+    from bayesmri.train.cnf import CNFDataset
+
+    plain = CNFDataset("train", 32, ncoils=4, acceleration=4, repeats=1, flips=False)
+    strong = CNFDataset("train", 32, ncoils=4, acceleration=4, repeats=1, flips=False, augment="strong")
+    i = 60
+    a, b = plain[i], strong[i]
+    assert torch.equal(b["x"], strong[i]["x"])  # seeded per item: resumable data
+    img_a = (plain.maps.conj() * a["x"]).sum(0).abs()
+    img_b = (strong.maps.conj() * b["x"]).sum(0).abs()
+    ref = load_slices("train", size=32)[i]
+    corr = lambda u, v: float(torch.corrcoef(torch.stack([u.flatten(), v.flatten()]))[0, 1])  # noqa: E731
+    assert corr(img_a, ref) > 0.99  # no augmentation: the slice itself
+    assert 0.6 < corr(img_b, ref) < 0.99  # the same anatomy, moved
+    with pytest.raises(ValueError, match="augment"):
+        CNFDataset("train", 32, augment="elastic")
