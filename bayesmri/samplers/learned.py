@@ -187,7 +187,7 @@ def load_default_score_prior(name: str = DEFAULT_SCORE_WEIGHTS, device="cpu", sc
 
 def sample_prior(prior, n: int, shape, n_levels: int = 200, sigma_max: float = 10.0, sigma_min: float = 0.01,
                  n_corrector: int = 1, snr: float = 0.16, denoise_last: bool = True, generator=None,
-                 dtype=torch.float32, device="cpu", progress: bool = False) -> torch.Tensor:
+                 dtype=torch.float32, device="cpu", progress: bool = False, mean=None) -> torch.Tensor:
     """Unconditional samples of a score prior: reverse-diffusion predictor-corrector, no likelihood.
 
     VE-SDE, ``sigma_i`` geometric from ``sigma_max`` to ``sigma_min`` (Chung & Ye eq. 19). From
@@ -196,6 +196,15 @@ def sample_prior(prior, n: int, shape, n_levels: int = 200, sigma_max: float = 1
     ``eps = 2 (snr ||xi|| / ||s||)^2`` (eq. 15). ``denoise_last`` returns the Tweedie estimate at
     ``sigma_min`` (removes the last noise; Song et al.'s ``denoise=True``). NFE = ``n_levels (1 +
     n_corrector) + denoise_last``.
+
+    ``mean`` (float or ``(n,)``): condition on the image mean, i.e. a noise-free k-space centre sample,
+    which every MR acquisition measures. After each update the per-image mean is projected onto the
+    given value (Chung & Ye's hard data-consistency step with ``A`` the mean functional). Why: a
+    convolutional score network with GroupNorm hardly sees a constant offset, so it does not remove the
+    mean of the initial noise (std ``sigma_max / sqrt(H W)``, 0.47 at 64x64 for ``sigma_max`` = 30),
+    and unconditional samples end up shifted (mostly empty or negative images; measured on
+    ``score_small64``, ``benchmarks/results/diffusion.md``). Posterior sampling is not affected: the
+    k-space centre is always in the data.
 
     Returns
     -------
@@ -210,6 +219,18 @@ def sample_prior(prior, n: int, shape, n_levels: int = 200, sigma_max: float = 1
     levels = [float(sigma_max)] + sig
     full = (int(n), *tuple(shape))
     x = float(sigma_max) * white_noise(full, dtype, device, g)
+    fix = None
+    if mean is not None:
+        m = torch.as_tensor(mean, dtype=x.real.dtype, device=x.device).reshape(-1)
+        if m.numel() not in (1, int(n)) or not bool(torch.isfinite(m).all()):
+            raise ValueError(f"mean must be a finite scalar or one value per sample ({n}), got shape {tuple(m.shape)}")
+        m = m.to(x.dtype).reshape(-1, *([1] * len(shape)))
+        dims = tuple(range(1, x.ndim))
+
+        def fix(v):
+            return v - v.mean(dim=dims, keepdim=True) + m
+
+        x = fix(x)
     it = range(n_levels)
     if progress:
         from tqdm.auto import tqdm
@@ -220,11 +241,14 @@ def sample_prior(prior, n: int, shape, n_levels: int = 200, sigma_max: float = 1
             hi, lo = levels[i], levels[i + 1]
             d2 = hi**2 - lo**2
             x = x + d2 * prior.score(x, hi) + math.sqrt(d2) * white_noise(full, dtype, device, g)
+            x = x if fix is None else fix(x)
             for _ in range(n_corrector):
                 s = prior.score(x, lo)
                 xi = white_noise(full, dtype, device, g)
                 eps = 2 * (snr * batch_norm(xi) / batch_norm(s).clamp_min(1e-30)) ** 2
                 x = x + eps * s + torch.sqrt(2 * eps) * xi
+                x = x if fix is None else fix(x)
         if denoise_last:
             x = x + levels[-1] ** 2 * prior.score(x, levels[-1])
+            x = x if fix is None else fix(x)
     return x

@@ -160,6 +160,29 @@ def test_unconditional_sampler_matches_gaussian():
     assert y.shape == (2, 16, 16) and bool(torch.isfinite(y).all())
 
 
+def test_unconditional_sampler_conditioned_on_the_mean_matches_gaussian():
+    # N(0, v I) given the image mean m: the mean is exactly m and, as the mean and the zero-mean part of
+    # an isotropic Gaussian are independent, the zero-mean part is distributed as without conditioning.
+    v, N = 0.25, 64
+    m = torch.tensor([0.3, -0.2]).repeat(200)
+    kw = dict(n_levels=60, sigma_max=10.0, sigma_min=0.01, denoise_last=False, generator=0)
+    x = sample_prior(ScorePrior(GaussNet(v)), 400, (8, 8), n_corrector=1, mean=m, **kw)
+    torch.testing.assert_close(x.mean(dim=(1, 2)), m, rtol=0, atol=1e-5)
+    r = (x - m[:, None, None]).reshape(400, N)
+    assert abs(float(r.var(dim=0).mean()) / (v * (1 - 1 / N)) - 1) < 0.12
+    # Predictor only: the same draws give the same zero-mean part with and without the condition
+    # (the projection touches nothing but the mean).
+    a = sample_prior(ScorePrior(GaussNet(v)), 50, (8, 8), n_corrector=0, mean=m[:50], **kw)
+    b = sample_prior(ScorePrior(GaussNet(v)), 50, (8, 8), n_corrector=0, **kw)
+    zm = lambda u: u - u.mean(dim=(1, 2), keepdim=True)  # noqa: E731
+    torch.testing.assert_close(zm(a), zm(b), rtol=0, atol=1e-5)
+    assert float((b.mean(dim=(1, 2)) - m[:50]).abs().mean()) > 0.05  # without it the mean is free
+    y = sample_prior(ScorePrior(tiny_net()), 2, (16, 16), n_levels=3, generator=0, mean=0.5)
+    torch.testing.assert_close(y.mean(dim=(1, 2)), torch.full((2,), 0.5), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="mean"):
+        sample_prior(ScorePrior(GaussNet(v)), 3, (4, 4), n_levels=2, mean=[0.1, 0.2])
+
+
 # ------------------------------------------------------------------ non-Cartesian + analytic prior
 def _radial_problem():
     torch.manual_seed(0)
