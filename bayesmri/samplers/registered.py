@@ -73,7 +73,7 @@ DEFAULTS: dict[str, dict] = {
                       mode="complex", lam=1.0, hybrid_every=1, final_denoise=True),
 }
 
-#: Reduced settings for ``bayesmri demo`` (5-minute budget on 2 CPU cores at 128x128).
+#: Reduced settings for ``bayesmri demo`` (5-minute budget on 2 CPU cores; the demo runs at 64x64, ~190 s in all).
 DEMO_OPTIONS: dict[str, dict] = {
     "pula": dict(n_levels=10),
     # 60 levels at gamma 0.5 (until session 4) ended below zero-filled (17.9 dB GRO R=4); the val-chosen
