@@ -219,7 +219,9 @@ def sample_prior(prior, n: int, shape, n_levels: int = 200, sigma_max: float = 1
     levels = [float(sigma_max)] + sig
     full = (int(n), *tuple(shape))
     x = float(sigma_max) * white_noise(full, dtype, device, g)
-    fix = None
+    def fix(v):  # identity unless the image mean is given
+        return v
+
     if mean is not None:
         m = torch.as_tensor(mean, dtype=x.real.dtype, device=x.device).reshape(-1)
         if m.numel() not in (1, int(n)) or not bool(torch.isfinite(m).all()):
@@ -227,10 +229,10 @@ def sample_prior(prior, n: int, shape, n_levels: int = 200, sigma_max: float = 1
         m = m.to(x.dtype).reshape(-1, *([1] * len(shape)))
         dims = tuple(range(1, x.ndim))
 
-        def fix(v):
+        def fix(v):  # noqa: F811 - projection onto {mean(v) = m}
             return v - v.mean(dim=dims, keepdim=True) + m
 
-        x = fix(x)
+    x = fix(x)
     it = range(n_levels)
     if progress:
         from tqdm.auto import tqdm
@@ -241,14 +243,14 @@ def sample_prior(prior, n: int, shape, n_levels: int = 200, sigma_max: float = 1
             hi, lo = levels[i], levels[i + 1]
             d2 = hi**2 - lo**2
             x = x + d2 * prior.score(x, hi) + math.sqrt(d2) * white_noise(full, dtype, device, g)
-            x = x if fix is None else fix(x)
+            x = fix(x)
             for _ in range(n_corrector):
                 s = prior.score(x, lo)
                 xi = white_noise(full, dtype, device, g)
                 eps = 2 * (snr * batch_norm(xi) / batch_norm(s).clamp_min(1e-30)) ** 2
                 x = x + eps * s + torch.sqrt(2 * eps) * xi
-                x = x if fix is None else fix(x)
+                x = fix(x)
         if denoise_last:
             x = x + levels[-1] ** 2 * prior.score(x, levels[-1])
-            x = x if fix is None else fix(x)
+            x = fix(x)
     return x

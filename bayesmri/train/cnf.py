@@ -69,7 +69,7 @@ class CNFDataset(Dataset):
         self.size, self.pattern, self.acceleration = int(size), pattern, float(acceleration)
         self.snr_db, self.repeats, self.seed, self.flips = snr_db, int(repeats), int(seed), flips
         self.fixed_mask, self.num_acs = bool(fixed_mask), num_acs
-        self.augment, self._hires, self._warp = augment, None, None
+        self._hires, self._warp = None, None
         if augment == "strong":
             from ..data.builtin import load_slices
             from .score import MRIAugment

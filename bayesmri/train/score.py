@@ -172,7 +172,7 @@ class MRIAugment:
             x = torch.where((u[:, 0] < 0.5)[:, None, None, None], x.flip(-1), x)
         if self.flip_ud:
             x = torch.where((u[:, 1] < 0.5)[:, None, None, None], x.flip(-2), x)
-        zooming = self.zoom[1] > self.zoom[0] or self.zoom[0] != 1.0
+        zooming = self.zoom != (1.0, 1.0)
         if self.max_rot > 0 or zooming or self.elastic > 0:
             ang = (2 * u[:, 2] - 1) * math.radians(self.max_rot)
             c, s = torch.cos(ang), torch.sin(ang)
@@ -188,7 +188,7 @@ class MRIAugment:
                 disp = F.interpolate(coarse, size=x.shape[-2:], mode="bicubic", align_corners=True)
                 grid = grid + 2 * self.elastic * disp.permute(0, 2, 3, 1)  # grid units: FOV = 2
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        if self.gamma[1] > self.gamma[0] or self.gamma[0] != 1.0:
+        if self.gamma != (1.0, 1.0):
             ug = torch.rand(B, generator=generator, device=generator.device).to(dev)
             x = x.clamp_min(0) ** self._log_uniform(ug, self.gamma).to(x.dtype)[:, None, None, None]
         lo, hi = self.intensity
