@@ -166,14 +166,15 @@ def slice_indices(n_total, n):
 
 # ------------------------------------------------------------------------------------------ experiments
 def exp_prior(prior, cache, args):
-    """Unconditional samples, and samples given the image mean (one noise-free k-space centre sample).
+    """Unconditional samples of the two-stage model ``p(mean) p(x | mean)``, and of the network alone.
 
-    The mean is the one quantity the network hardly sees (``sample_prior``'s ``mean``): without it most
-    samples keep the initial noise's offset and come out empty or negative. The means of the second row
-    are those of random training slices. "empty": max < 0.2 (training slices: 95th percentile 1).
+    The image mean is the one quantity the network hardly sees: run alone, most samples keep the initial
+    noise's offset and come out empty or negative. The weights carry the training images' mean
+    distribution (``prior.image_mean_quantiles``); ``sample_prior(..., mean="prior")`` draws the mean
+    from it and the rest from the network. "empty": max < 0.2 (training slices: 95th percentile 1).
     """
     done = cache.get("prior")
-    if done and done.get("weights") == args.weights_label and "mean_conditioned" in done and FIG.is_file():
+    if done and done.get("weights") == args.weights_label and "two_stage" in done and FIG.is_file():
         return  # redrawn whenever the weights change
     import matplotlib
 
@@ -185,15 +186,14 @@ def exp_prior(prior, cache, args):
     n, size = 8, args.size
     smax = prior.sigma_range[1] if prior.sigma_range else 30.0
     train = load_training_images("builtin", size=size)  # normalised as the network was trained
-    means = train.mean(dim=(1, 2))[torch.randint(0, len(train), (n,), generator=torch.Generator().manual_seed(0))]
     kw = dict(n_levels=args.prior_levels, sigma_max=smax, sigma_min=0.01, n_corrector=1, progress=True)
     t0 = time.perf_counter()
-    x = sample_prior(prior, n, (size, size), generator=0, **kw)
+    x2 = sample_prior(prior, n, (size, size), generator=2, mean="prior", **kw)
     dt = time.perf_counter() - t0
-    xm = sample_prior(prior, n, (size, size), generator=1, mean=means, **kw)
+    x = sample_prior(prior, n, (size, size), generator=0, **kw)
     shown = train[torch.linspace(0, len(train) - 1, 4).long()]
     fig, ax = plt.subplots(5, 4, figsize=(8, 10.5))
-    for row0, xs, name in ((0, x, "uncond."), (2, xm, "given mean")):
+    for row0, xs, name in ((0, x2, "uncond."), (2, x, "network alone")):
         for k in range(8):
             a = ax[row0 + k // 4, k % 4]
             a.imshow(xs[k].numpy(), cmap="gray", vmin=0, vmax=max(float(xs[k].max()), 1e-3))
@@ -204,8 +204,8 @@ def exp_prior(prior, cache, args):
     for a in ax.flat:
         a.axis("off")
     fig.suptitle(f"Score prior {args.weights_label}: PC sampler, {args.prior_levels} levels, sigma {smax:.3g} -> 0.01\n"
-                 "rows 1-2 unconditional; rows 3-4 given the image mean (a training slice's); row 5 training slices",
-                 fontsize=8)
+                 "rows 1-2 unconditional (image mean drawn from the training distribution the weights carry)\n"
+                 "rows 3-4 the network alone (no mean model); row 5 training slices", fontsize=7)
     fig.tight_layout()
     FIG.parent.mkdir(parents=True, exist_ok=True)
     for p in (FIG, RESULTS / "diffusion_prior_samples.png"):
@@ -216,11 +216,12 @@ def exp_prior(prior, cache, args):
         os.replace(tmp, p)
     plt.close(fig)
     empty = lambda v: int((v.flatten(1).amax(1) < 0.2).sum())  # noqa: E731
+    means = lambda v: [round(float(u), 4) for u in v.mean(dim=(1, 2))]  # noqa: E731
     cache.put("prior", {"n": n, "levels": args.prior_levels, "seconds": dt, "weights": args.weights_label,
-                        "min": float(x.min()), "max": float(x.max()), "mean": float(x.mean()),
-                        "empty": empty(x), "image_means": [round(float(v), 4) for v in x.mean(dim=(1, 2))],
-                        "mean_conditioned": {"empty": empty(xm), "min": float(xm.min()), "max": float(xm.max()),
-                                             "target_means": [round(float(v), 4) for v in means]}})
+                        "two_stage": {"empty": empty(x2), "min": float(x2.min()), "max": float(x2.max()),
+                                      "image_means": means(x2)},
+                        "network_alone": {"empty": empty(x), "min": float(x.min()), "max": float(x.max()),
+                                          "image_means": means(x)}})
 
 
 def tune_lambdas(cache, args):
@@ -448,13 +449,15 @@ def write_report(cache, args, lams):
         f"![prior samples](diffusion_prior_samples.png) ({pr.get('levels', '?')} PC levels, "
         f"{pr.get('seconds', float('nan')):.0f} s for 8 samples).",
         "",
-        *([f"Empty samples (max < 0.2): {pr['empty']} of {pr['n']} unconditional (image means "
-           f"{pr.get('image_means')}), {pr['mean_conditioned']['empty']} of {pr['n']} given the image mean "
-           f"(targets {pr['mean_conditioned']['target_means']}, the means of random training slices). The network "
-           "hardly sees a constant offset (GroupNorm, zero-mean noise at every level), so without the k-space "
-           "centre most samples keep the offset of the initial noise (std sigma_max / 64 = 0.47); "
-           "`sample_prior(..., mean=)` projects the image mean onto a value after each update. Posterior "
-           "sampling always has the k-space centre in its data.", ""] if "mean_conditioned" in pr else []),
+        *([f"Empty samples (max < 0.2): {pr['two_stage']['empty']} of {pr['n']} unconditional samples (rows 1-2; "
+           f"image means {pr['two_stage']['image_means']}, drawn from the training distribution the weights "
+           f"carry), {pr['network_alone']['empty']} of {pr['n']} from the network alone (rows 3-4; image means "
+           f"{pr['network_alone']['image_means']}). The network hardly sees a constant offset (GroupNorm, "
+           "zero-mean noise at every level), so run alone most samples keep the offset of the initial noise "
+           "(std sigma_max / 64 = 0.47). The shipped weights therefore carry the 1-D distribution of the "
+           "training images' means (`prior.image_mean_quantiles`); `sample_prior(..., mean=\"prior\")` draws "
+           "the mean from it and projects each update onto it (two-stage model p(mean) p(x | mean)). "
+           "Posterior sampling always has the k-space centre in its data.", ""] if "two_stage" in pr else []),
         "## Test split (Colin27), posterior mean",
         fmt_table(main, ("tv", "l1wav") + DIFF + tuple(VARIANTS) + OTHERS, MAIN_PATTERNS) if main else "(not run)",
         "",

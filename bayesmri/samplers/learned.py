@@ -49,6 +49,11 @@ class ScorePrior:
     sigma_range : (float, float), optional
         Noise levels the network was trained on (network units); read from ``model.meta["prior"]``
         when present. Only reported (``sigma_range``) and used for defaults; not enforced.
+    image_mean_quantiles : sequence of float, optional
+        Equally spaced quantiles (0 .. 1) of the training images' means (network units), read from
+        ``model.meta["prior"]["image_mean_quantiles"]`` when present. The network hardly models the
+        image mean (see :func:`sample_prior`); this 1-D distribution completes the generative model
+        (:meth:`draw_image_means`).
 
     Notes
     -----
@@ -56,7 +61,8 @@ class ScorePrior:
     returns a tensor of the same shape and dtype. ``calls`` counts network calls (one per ``score``).
     """
 
-    def __init__(self, model, scale: float = 1.0, chunk_size: int | None = None, sigma_range=None):
+    def __init__(self, model, scale: float = 1.0, chunk_size: int | None = None, sigma_range=None,
+                 image_mean_quantiles=None):
         if not hasattr(model, "score") or not callable(model.score):
             raise TypeError(f"model must have score(x, sigma), got {type(model).__name__}")
         scale = float(scale)
@@ -73,6 +79,16 @@ class ScorePrior:
             if "sigma_min" in pr and "sigma_max" in pr:
                 sigma_range = (float(pr["sigma_min"]), float(pr["sigma_max"]))
         self.sigma_range = None if sigma_range is None else (float(sigma_range[0]), float(sigma_range[1]))
+        if image_mean_quantiles is None:
+            meta = getattr(model, "meta", None) or {}
+            pr = meta.get("prior", {}) if isinstance(meta, dict) else {}
+            image_mean_quantiles = pr.get("image_mean_quantiles")
+        if image_mean_quantiles is not None:
+            q = [float(v) for v in image_mean_quantiles]
+            if len(q) < 2 or any(b < a for a, b in zip(q, q[1:])) or not all(map(math.isfinite, q)):
+                raise ValueError("image_mean_quantiles must be >= 2 finite, non-decreasing values")
+            image_mean_quantiles = tuple(q)
+        self.image_mean_quantiles = image_mean_quantiles
         self.calls = 0
 
     @property
@@ -90,7 +106,23 @@ class ScorePrior:
 
     def with_scale(self, scale: float) -> "ScorePrior":
         """The same network at another intensity scale (shares the model; no copy)."""
-        return ScorePrior(self.model, scale, self.chunk_size, self.sigma_range)
+        return ScorePrior(self.model, scale, self.chunk_size, self.sigma_range, self.image_mean_quantiles)
+
+    def draw_image_means(self, n: int, generator=None) -> torch.Tensor:
+        """``n`` image means from the stored training distribution, in the data's units (``a`` x network).
+
+        Inverse-CDF sampling of the piecewise-linear CDF through :attr:`image_mean_quantiles`.
+        """
+        if self.image_mean_quantiles is None:
+            raise ValueError("this prior carries no image-mean distribution (image_mean_quantiles; weights "
+                             "exported before session 5 lack it): pass the means to sample_prior(mean=...)")
+        from .._validate import as_generator
+
+        q = torch.tensor(self.image_mean_quantiles, dtype=torch.float64)
+        u = torch.rand(int(n), generator=as_generator(generator), dtype=torch.float64) * (len(q) - 1)
+        lo = u.floor().long().clamp_max(len(q) - 2)
+        m = q[lo] + (u - lo) * (q[lo + 1] - q[lo])
+        return (m * self.scale).float()
 
     def sigma_max_data(self) -> float | None:
         """The largest trained noise level in the data's units (``a * sigma_max``), if known."""
@@ -197,8 +229,10 @@ def sample_prior(prior, n: int, shape, n_levels: int = 200, sigma_max: float = 1
     ``sigma_min`` (removes the last noise; Song et al.'s ``denoise=True``). NFE = ``n_levels (1 +
     n_corrector) + denoise_last``.
 
-    ``mean`` (float or ``(n,)``): condition on the image mean, i.e. a noise-free k-space centre sample,
-    which every MR acquisition measures. After each update the per-image mean is projected onto the
+    ``mean`` (float, ``(n,)`` or ``"prior"``): condition on the image mean, i.e. a noise-free k-space
+    centre sample, which every MR acquisition measures. ``"prior"`` draws the means from the training
+    distribution the weights carry (:meth:`ScorePrior.draw_image_means`), which makes the samples
+    unconditional draws of the two-stage model ``p(mean) p(x | mean)``. After each update the per-image mean is projected onto the
     given value (Chung & Ye's hard data-consistency step with ``A`` the mean functional). Why: a
     convolutional score network with GroupNorm hardly sees a constant offset, so it does not remove the
     mean of the initial noise (std ``sigma_max / sqrt(H W)``, 0.47 at 64x64 for ``sigma_max`` = 30),
@@ -218,7 +252,15 @@ def sample_prior(prior, n: int, shape, n_levels: int = 200, sigma_max: float = 1
     sig = geometric_sigmas(sigma_max, sigma_min, n_levels).tolist()
     levels = [float(sigma_max)] + sig
     full = (int(n), *tuple(shape))
+    if isinstance(mean, str):
+        if mean != "prior":
+            raise ValueError(f"mean must be a number, one value per sample or 'prior', got {mean!r}")
+        if not hasattr(prior, "draw_image_means"):
+            raise TypeError(f"mean='prior' needs a ScorePrior with image_mean_quantiles, got {type(prior).__name__}")
+        gm = g if g is None or g.device.type == "cpu" else torch.Generator().manual_seed(g.initial_seed())
+        mean = prior.draw_image_means(n, generator=gm)
     x = float(sigma_max) * white_noise(full, dtype, device, g)
+
     def fix(v):  # identity unless the image mean is given
         return v
 

@@ -268,6 +268,17 @@ def smooth_random_images(n: int, size: int = 64, seed: int = 0) -> torch.Tensor:
     return out
 
 
+def image_mean_quantiles(images: torch.Tensor, n: int = 21) -> list[float]:
+    """``n`` equally spaced quantiles (0 .. 1) of the per-image means of ``images (N, H, W)``.
+
+    Stored with the weights (``prior.image_mean_quantiles``): a convolutional score network hardly
+    models the image mean, so unconditional sampling draws it from this distribution
+    (:func:`bayesmri.samplers.learned.sample_prior` with ``mean="prior"``).
+    """
+    m = images.reshape(images.shape[0], -1).real.double().mean(1)
+    return [round(float(v), 6) for v in torch.quantile(m, torch.linspace(0, 1, n, dtype=torch.float64))]
+
+
 def load_training_images(source: str = "builtin", size: int = 64, n_synthetic: int = 256, seed: int = 0):
     """Training images ``(N, size, size)`` normalised by their 95th percentile.
 
@@ -344,6 +355,7 @@ def cli_run(args, cfg) -> int:
             "config_name": args.config,
             "data": args.data,
             "n_train_images": int(images.shape[0]),
+            "image_mean_quantiles": image_mean_quantiles(images),
             "augment": None if augment is None else augment.config(),
         }
     }

@@ -183,6 +183,37 @@ def test_unconditional_sampler_conditioned_on_the_mean_matches_gaussian():
         sample_prior(ScorePrior(GaussNet(v)), 3, (4, 4), n_levels=2, mean=[0.1, 0.2])
 
 
+def test_image_means_drawn_from_the_stored_distribution():
+    # Inverse-CDF draws through quantiles [0, 1, 3] (CDF: half the mass on [0, 1], half on [1, 3]).
+    pr = ScorePrior(GaussNet(0.25), image_mean_quantiles=[0.0, 1.0, 3.0])
+    m = pr.draw_image_means(4000, generator=0)
+    assert float(m.min()) >= 0 and float(m.max()) <= 3
+    assert abs(float((m < 1).double().mean()) - 0.5) < 0.03
+    assert abs(float(m.median()) - 1.0) < 0.05
+    torch.testing.assert_close(pr.with_scale(2.0).draw_image_means(4000, generator=0), 2 * m)  # data units
+    # sample_prior(mean="prior") draws the means with its generator and conditions on them exactly
+    x = sample_prior(pr, 6, (8, 8), n_levels=4, generator=3, mean="prior")
+    torch.testing.assert_close(x.mean(dim=(1, 2)), pr.draw_image_means(6, generator=3), rtol=0, atol=1e-5)
+    # The quantiles travel with the weights' metadata
+    net = GaussNet(0.25)
+    net.meta = {"prior": {"image_mean_quantiles": [0.1, 0.2]}}
+    assert ScorePrior(net).image_mean_quantiles == (0.1, 0.2)
+    with pytest.raises(ValueError, match="image-mean distribution"):
+        sample_prior(ScorePrior(GaussNet(0.25)), 2, (4, 4), n_levels=2, mean="prior")
+    with pytest.raises(ValueError, match="non-decreasing"):
+        ScorePrior(GaussNet(0.25), image_mean_quantiles=[1.0, 0.0])
+
+
+def test_shipped_score_weights_carry_the_training_mean_distribution():
+    from bayesmri.samplers.learned import load_default_score_prior
+    from bayesmri.train.score import image_mean_quantiles, load_training_images
+
+    q = load_default_score_prior().image_mean_quantiles
+    expected = image_mean_quantiles(load_training_images("builtin", size=64))
+    assert q is not None and len(q) == 21
+    torch.testing.assert_close(torch.tensor(q), torch.tensor(expected), rtol=0, atol=1e-5)
+
+
 # ------------------------------------------------------------------ non-Cartesian + analytic prior
 def _radial_problem():
     torch.manual_seed(0)

@@ -9,6 +9,7 @@ from bayesmri.priors.loading import load_model
 from bayesmri.train.score import (
     MRIAugment,
     ScoreMatchingLoss,
+    load_training_images,
     normalize_images,
     sigma_max_from_data,
     smooth_random_images,
@@ -133,6 +134,10 @@ def test_cli_train_score_runs_and_refuses_to_overwrite(tmp_path, capsys):
     m = load_model(f"{out}/model_ema")
     assert m.meta["prior"]["sigma_min"] == 0.01 and m.meta["prior"]["sigma_max"] > 1
     assert m.meta["training"]["steps"] == 2
+    q = m.meta["prior"]["image_mean_quantiles"]  # the image-mean distribution sample_prior(mean="prior") draws
+    means = load_training_images("synthetic", 64).mean(dim=(1, 2))
+    assert len(q) == 21 and q == sorted(q)
+    assert q[0] == pytest.approx(float(means.min()), abs=1e-5) and q[-1] == pytest.approx(float(means.max()), abs=1e-5)
     assert main(args) == 1  # checkpoint exists, no --resume: clear error, nothing overwritten
     assert "resume" in capsys.readouterr().err
     assert main(args[:5] + ["4"] + args[6:] + ["--resume"]) == 0
