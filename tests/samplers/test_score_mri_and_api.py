@@ -45,6 +45,34 @@ def test_score_mri_single_coil_data_consistency():
     assert res.nfe == 30 * 2
 
 
+
+def test_score_mri_noisy_data_noises_the_measurement_to_the_level():
+    # Song et al. 2022: with lam = 1 and A^H A a projection (single coil), the chain after one level is
+    # consistent with y + A(sqrt(sigma^2 - nu^2 / 2) xi): its measured residual has exactly that std per
+    # real component; without the option it is consistent with y itself.
+    H = W = 16
+    mask = torch.zeros(W)
+    mask[::2] = 1
+    op = SingleCoilMRI(mask, (H, W))
+    nu = 0.2
+    y = nu * mask * torch.randn(1, H, W, dtype=torch.complex64, generator=torch.Generator().manual_seed(1))
+
+    class Zero:  # score 0: only the data-consistency step and the added noise act
+        def score(self, x, sigma):
+            return torch.zeros_like(x)
+
+    kw = dict(n_levels=1, n_corrector=0, sigma_max=5.0, sigma_min=0.5, t0=1.0)
+    for noisy, expected in ((True, math.sqrt(0.5**2 - nu**2 / 2)), (False, 0.0)):
+        x = ScoreMRI(noisy_data=noisy, **kw).sample(Measurement(y, op, nu), Zero(), n_samples=200,
+                                                    generator=0).samples
+        r = torch.view_as_real((op.A(x) - y)[..., mask.bool()])
+        assert float(r.std()) == pytest.approx(expected, rel=0.03, abs=1e-5)
+    # measurement noise above the level: nothing is added (the paper's step)
+    lo = dict(kw, sigma_min=0.1)
+    a = ScoreMRI(noisy_data=True, **lo).sample(Measurement(y, op, nu), Zero(), n_samples=4, generator=0).samples
+    b = ScoreMRI(noisy_data=False, **lo).sample(Measurement(y, op, nu), Zero(), n_samples=4, generator=0).samples
+    torch.testing.assert_close(a, b)
+
 @pytest.mark.parametrize("mode", ["complex", "ssos", "hybrid"])
 def test_score_mri_multicoil_data_consistency(mode):
     prior, op, meas, x_true, power, maps, mask = make_problem(nu=0.05, dtype=torch.complex64)
