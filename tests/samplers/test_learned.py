@@ -248,6 +248,21 @@ def radial_problem():
     return _radial_problem()
 
 
+def test_pula_reports_and_warns_about_an_unconverged_cg_solve(radial_problem):
+    # One CG iteration on the radial normal operator is far from a solve: the sampler says so
+    # (the samples would carry the solver error as a noise floor); enough iterations are silent.
+    meas, prior, _, _ = radial_problem
+    with pytest.warns(RuntimeWarning, match="raise cg_iter"):
+        bad = PULA(n_levels=3, sigma_max=3.0, cg_iter=1).sample(meas, prior, n_samples=2, generator=0)
+    assert bad.diagnostics["cg_residual"] > 1e-2
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        good = PULA(n_levels=3, sigma_max=3.0, cg_iter=200).sample(meas, prior, n_samples=2, generator=0)
+    assert good.diagnostics["cg_residual"] < 1e-3
+
+
 def test_pula_radial_posterior_mean(radial_problem):
     meas, prior, m, _ = radial_problem
     P = 64
