@@ -76,7 +76,8 @@ DEFAULTS: dict[str, dict] = {
     "ula-annealed": dict(n_levels=60, n_steps=1, sigma_max=1.0, sigma_min=0.03, gamma=0.5, init="noise",
                          final_denoise=True),
     "score-mri": dict(n_levels=100, n_corrector=1, sigma_max=30.0, sigma_min=0.03, snr=0.16, t0=0.3,
-                      mode="complex", lam=1.0, hybrid_every=1, final_denoise=True, noisy_data=False),
+                      mode="complex", lam=1.0, hybrid_every=1, final_denoise=True, noisy_data=False,
+                      dc_cg_iter=0),
 }
 
 #: Reduced settings for ``bayesmri demo`` (5-minute budget on 2 CPU cores; the demo runs at 64x64, ~190 s in all).

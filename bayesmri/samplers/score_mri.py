@@ -41,6 +41,7 @@ import math
 import torch
 
 from ..physics.fft import fft2c, ifft2c
+from ..physics.linop import conjugate_gradient
 from .base import ComplexSplitScore, Measurement, Sampler, batch_norm, white_noise
 
 __all__ = ["ScoreMRI", "data_consistency"]
@@ -83,6 +84,12 @@ class ScoreMRI(Sampler):
     noisy_data : bool
         Data consistency with the measurement noised to the current level (module docstring; Song et
         al. 2022). False: the paper's ``y``.
+    dc_cg_iter : int
+        0: the paper's gradient step (eq. 12). ``> 0``: a proximal data-consistency step instead,
+        ``x <- argmin_v ||A v - y||^2 / nu^2 + ||v - x||^2 / (2 sigma_i^2)`` by ``dc_cg_iter`` CG
+        iterations (``lam`` is ignored): equal to eq. 12 with ``lam = 1`` for a Cartesian single-coil
+        ``A`` when ``sigma_i >> nu``, and a real projection for non-Cartesian operators, where eq. 12's
+        step must be divided by ``||A||^2`` (module docstring). Not in the paper.
     """
 
     name = "score-mri"
@@ -91,7 +98,7 @@ class ScoreMRI(Sampler):
                  sigma_min: float = 0.01, snr: float = 0.16, mode: str = "complex", split_complex: bool = True,
                  lam: float = 1.0, hybrid_every: int = 1, lam_start: float = 1.0, lam_end: float = 0.2,
                  t0: float = 1.0, dc_norm: float | None = None, final_denoise: bool = False,
-                 noisy_data: bool = False):
+                 noisy_data: bool = False, dc_cg_iter: int = 0):
         if mode not in ("complex", "real", "ssos", "hybrid"):
             raise ValueError(f"mode must be one of 'complex', 'real', 'ssos', 'hybrid', got {mode!r}")
         if n_levels < 1 or n_corrector < 0 or hybrid_every < 1:
@@ -108,6 +115,9 @@ class ScoreMRI(Sampler):
         self.dc_norm = dc_norm
         self.final_denoise = bool(final_denoise)
         self.noisy_data = bool(noisy_data)
+        if dc_cg_iter < 0:
+            raise ValueError(f"dc_cg_iter must be >= 0, got {dc_cg_iter}")
+        self.dc_cg_iter = int(dc_cg_iter)
 
     def sigma(self, t: float) -> float:
         return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
@@ -171,7 +181,13 @@ class ScoreMRI(Sampler):
             yy = y
             if self.noisy_data and sig**2 > nu2:
                 yy = y + A(math.sqrt(sig**2 - nu2) * white_noise(v.shape, v.dtype, v.device, g))
-            v = data_consistency(v, A, AH, yy, lam_)
+            if self.dc_cg_iter:  # (A^H A + eps I) d = A^H (y - A v), eps = (nu^2 / 2) / sigma^2
+                eps = nu2 / sig**2
+                d = conjugate_gradient(lambda u: AH(A(u)) + eps * u, AH(yy - A(v)), None,
+                                       max_iter=self.dc_cg_iter, tol=1e-6)
+                v = v + d
+            else:
+                v = data_consistency(v, A, AH, yy, lam_)
             return v.real if mode == "real" else v
 
         # --- start: x_N ~ N(0, sigma_max^2) or CCDF x0 + sigma(t0) xi

@@ -73,6 +73,39 @@ def test_score_mri_noisy_data_noises_the_measurement_to_the_level():
     b = ScoreMRI(noisy_data=False, **lo).sample(Measurement(y, op, nu), Zero(), n_samples=4, generator=0).samples
     torch.testing.assert_close(a, b)
 
+
+def test_score_mri_proximal_data_consistency():
+    # dc_cg_iter > 0: argmin ||A v - y||^2 / nu^2 + ||v - x||^2 / (2 sigma^2). Single-coil Cartesian A
+    # (A^H A a projection) and sigma >> nu: the paper's lam = 1 step. Non-Cartesian: it fits the data
+    # far better than eq. 12's step, which must be divided by ||A||^2.
+    from bayesmri.physics.nufft import NonCartesianMRI
+    from bayesmri.physics.trajectories import radial_trajectory
+
+    class Zero:
+        def score(self, x, sigma):
+            return torch.zeros_like(x)
+
+    H = W = 16
+    mask = torch.zeros(W)
+    mask[::2] = 1
+    g = torch.Generator().manual_seed(2)
+    x0 = torch.randn(1, H, W, dtype=torch.complex128, generator=g)
+    kw = dict(n_levels=1, n_corrector=0, sigma_max=50.0, sigma_min=20.0, t0=1.0)
+    op = SingleCoilMRI(mask, (H, W))
+    meas = Measurement(op.A(x0), op, 1e-3)
+    a = ScoreMRI(dc_cg_iter=10, **kw).sample(meas, Zero(), n_samples=2, generator=0).samples
+    b = ScoreMRI(**kw).sample(meas, Zero(), n_samples=2, generator=0).samples
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    rop = NonCartesianMRI(radial_trajectory(8, 16, dtype=torch.float64), (H, W))
+    rmeas = Measurement(rop.A(x0), rop, 1e-3)
+    resid = {}
+    for it in (0, 30):
+        x = ScoreMRI(dc_cg_iter=it, **kw).sample(rmeas, Zero(), n_samples=2, generator=0).samples
+        resid[it] = float((rop.A(x) - rmeas.y).abs().norm() / rmeas.y.abs().norm())
+    assert resid[30] < 0.05 * resid[0], resid
+    with pytest.raises(ValueError, match="dc_cg_iter"):
+        ScoreMRI(dc_cg_iter=-1)
+
 @pytest.mark.parametrize("mode", ["complex", "ssos", "hybrid"])
 def test_score_mri_multicoil_data_consistency(mode):
     prior, op, meas, x_true, power, maps, mask = make_problem(nu=0.05, dtype=torch.complex64)
