@@ -80,25 +80,27 @@ class Cache:
                              f"or --cache to use another file")
         self.d["_meta"] = {"weights": weights}
 
+    def _absorb(self, other: dict, keep=lambda key: True, override: bool = False):
+        for k, v in other.items():
+            if k != "_meta" and keep(k) and (override or k not in self.d):
+                self.d[k] = v
+        atomic_write(self.path, json.dumps(self.d, indent=1).encode())
+
     def merge(self, path: Path, override: bool = False):
         """Add ``path``'s entries; ``override``: they replace this cache's (a rerun with new settings)."""
         other = json.loads(path.read_text())
         made = other.get("_meta", {}).get("weights")
         if made != self.d["_meta"]["weights"]:
             raise SystemExit(f"cannot merge {path}: its results are of other weights ({made})")
-        for k, v in other.items():
-            if k != "_meta" and (override or k not in self.d):
-                self.d[k] = v
-        atomic_write(self.path, json.dumps(self.d, indent=1).encode())
+        self._absorb(other, override=override)
 
     def seed_classical(self, path: Path):
         """Copy the entries that do not depend on the score weights from a cache of other weights."""
-        other = json.loads(path.read_text())
-        for k, v in other.items():
-            parts = k.split("|")
-            if parts[0] == "lam" or (len(parts) > 1 and parts[1] in ("tv", "l1wav", "pogmdm-joint")):
-                self.d.setdefault(k, v)
-        atomic_write(self.path, json.dumps(self.d, indent=1).encode())
+        def weight_independent(key):
+            parts = key.split("|")
+            return parts[0] == "lam" or (len(parts) > 1 and parts[1] in ("tv", "l1wav", "pogmdm-joint"))
+
+        self._absorb(json.loads(path.read_text()), weight_independent)
 
     def get(self, key):
         return self.d.get(key)
@@ -467,8 +469,9 @@ def write_report(cache, args, lams):
         fmt_table(main, ("tv", "l1wav") + DIFF + tuple(VARIANTS) + OTHERS, MAIN_PATTERNS) if main else "(not run)",
         "",
         "`pula-published`: pULA as published (Chung & Ye's real/imaginary split on the raw complex image, no "
-        "final Tweedie step, the paper's 10 CG iterations); the other diffusion rows demodulate the low-resolution phase and end with a "
-        "Tweedie step (`phase`, `final_denoise` in `bayesmri/samplers/registered.py`). `pogmdm-joint`: the "
+        "final Tweedie step, the paper's 10 CG iterations); the other diffusion rows demodulate the "
+        "low-resolution phase and end with a Tweedie step (`phase`, `final_denoise` in "
+        "`bayesmri/samplers/registered.py`). `pogmdm-joint`: the "
         "PoGMDM prior with jointly estimated coil maps (its own defaults, P samples), for comparison.",
         "",
         verdicts(main, MAIN_PATTERNS),
@@ -554,7 +557,8 @@ def main(argv=None):
                 exp_prior(prior, cache, args)
             if "main" in exps:
                 ms = ("tv", "l1wav") + args.methods
-                pats = tuple(p for p in MAIN_PATTERNS if args.main_patterns is None or f"{p[0]}{p[1]}" in args.main_patterns)
+                pats = tuple((p, R) for p, R in MAIN_PATTERNS
+                             if args.main_patterns is None or f"{p}{R}" in args.main_patterns)
                 with tqdm(total=len(pats) * args.slices * len(ms), desc="main") as bar:
                     grid(args, cache, prior, lams, pats, ms, args.slices, "main", deadline, bar)
             if "masks" in exps:

@@ -73,15 +73,12 @@ class ScorePrior:
         self.model = model
         self.scale = scale
         self.chunk_size = None if chunk_size is None else int(chunk_size)
-        if sigma_range is None:
-            meta = getattr(model, "meta", None) or {}
-            pr = meta.get("prior", {}) if isinstance(meta, dict) else {}
-            if "sigma_min" in pr and "sigma_max" in pr:
-                sigma_range = (float(pr["sigma_min"]), float(pr["sigma_max"]))
+        meta = getattr(model, "meta", None) or {}
+        pr = meta.get("prior", {}) if isinstance(meta, dict) else {}  # what the exported JSON says
+        if sigma_range is None and "sigma_min" in pr and "sigma_max" in pr:
+            sigma_range = (float(pr["sigma_min"]), float(pr["sigma_max"]))
         self.sigma_range = None if sigma_range is None else (float(sigma_range[0]), float(sigma_range[1]))
         if image_mean_quantiles is None:
-            meta = getattr(model, "meta", None) or {}
-            pr = meta.get("prior", {}) if isinstance(meta, dict) else {}
             image_mean_quantiles = pr.get("image_mean_quantiles")
         if image_mean_quantiles is not None:
             q = [float(v) for v in image_mean_quantiles]
@@ -232,8 +229,9 @@ def sample_prior(prior, n: int, shape, n_levels: int = 200, sigma_max: float = 1
     ``mean`` (float, ``(n,)`` or ``"prior"``): condition on the image mean, i.e. a noise-free k-space
     centre sample, which every MR acquisition measures. ``"prior"`` draws the means from the training
     distribution the weights carry (:meth:`ScorePrior.draw_image_means`), which makes the samples
-    unconditional draws of the two-stage model ``p(mean) p(x | mean)``. After each update the per-image mean is projected onto the
-    given value (Chung & Ye's hard data-consistency step with ``A`` the mean functional). Why: a
+    unconditional draws of the two-stage model ``p(mean) p(x | mean)``. After each update the per-image
+    mean is projected onto the given value (Chung & Ye's hard data-consistency step with ``A`` the mean
+    functional). Why: a
     convolutional score network with GroupNorm hardly sees a constant offset, so it does not remove the
     mean of the initial noise (std ``sigma_max / sqrt(H W)``, 0.47 at 64x64 for ``sigma_max`` = 30),
     and unconditional samples end up shifted (mostly empty or negative images; measured on

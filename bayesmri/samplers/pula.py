@@ -131,8 +131,8 @@ class PULA(Sampler):
                 x = conjugate_gradient(H, rhs, x, max_iter=self.cg_iter, tol=self.cg_tol)
             self._level_done(x, sig)
         # An unconverged solve is not a pULA step: its error stays in the samples as a noise floor
-        # (non-Cartesian operators, ||A||^2 >> 1, need far more iterations than Cartesian ones).
-        # residual relative to the warm start's (relative to ||rhs|| it looks small: rhs contains H x)
+        # (non-Cartesian operators, ||A||^2 >> 1, need far more iterations than Cartesian ones). Measured
+        # against the warm start's residual: relative to ||rhs|| it looks small, as rhs contains H x.
         res = float((batch_norm(H(x) - rhs) / batch_norm(step).clamp_min(1e-30)).max())
         if res > 0.2:
             warnings.warn(f"pULA: CG stopped at relative residual {res:.2g} after cg_iter={self.cg_iter} "
