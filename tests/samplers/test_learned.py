@@ -350,3 +350,22 @@ def test_phase_constrained_option_samples_a_real_demodulated_image(tiny_sample):
     assert float(cross) < 1e-4 * float((a.abs() * b.abs()).max())
     fa, fb = free.samples[0], free.samples[1]
     assert float((fa * fb.conj()).imag.abs().max()) > 1e-2 * float((fa.abs() * fb.abs()).max())
+
+
+def test_benchmark_and_demo_settings_are_valid_sampler_options():
+    """``BENCH_OPTIONS`` / ``DEMO_OPTIONS`` are merged over ``DEFAULTS`` by the benchmark and the demo: a
+    misspelt key would be rejected only at run time, after minutes of other methods; every merged setting
+    must also construct its sampler (value checks in the constructors)."""
+    from bayesmri.samplers.registered import BENCH_OPTIONS, DEMO_OPTIONS, _build
+
+    for table in (BENCH_OPTIONS, DEMO_OPTIONS):
+        assert set(table) <= set(DEFAULTS)
+        for name, opts in table.items():
+            assert set(opts) <= set(DEFAULTS[name]), (name, set(opts) - set(DEFAULTS[name]))
+            p = dict(DEFAULTS[name], **opts)
+            if p.get("cg_iter") == "auto":
+                p["cg_iter"] = 10
+            sampler = _build(name, p, 1.0)
+            for k, v in opts.items():
+                if k not in ("sigma_max", "sigma_min") and hasattr(sampler, k):
+                    assert getattr(sampler, k) == v, (name, k)
