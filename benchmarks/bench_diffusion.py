@@ -479,7 +479,7 @@ def write_report(cache, args, lams):
         verdicts(main, MAIN_PATTERNS),
         "",
         "## Mask-agnostic: same weights, other patterns",
-        fmt_table(masks, ("tv",) + DIFF, MASK_PATTERNS) if masks else "(not run)",
+        fmt_table(masks, ("tv",) + DIFF + tuple(VARIANTS), MASK_PATTERNS) if masks else "(not run)",
         "",
         verdicts(masks, MASK_PATTERNS),
         "",
@@ -513,6 +513,8 @@ def main(argv=None):
     ap.add_argument("--experiments", default="prior,main,masks,nfe,coils")
     ap.add_argument("--main-patterns", default=None, type=lambda v: set(v.split(",")),
                     help="only these patterns in `main` (gro4,poisson8), e.g. to split them over processes")
+    ap.add_argument("--mask-patterns", default=None, type=lambda v: set(v.split(",")),
+                    help="only these patterns in `masks` (uniform1d4,gaussian2d8,radial4)")
     ap.add_argument("--max-minutes", type=float, default=600.0, help="stop starting new units after this")
     ap.add_argument("--quick", action="store_true", help="2 slices, P=4, 40 prior levels")
     ap.add_argument("--cache", type=Path, default=RESULTS / "diffusion_cache.json")
@@ -564,9 +566,11 @@ def main(argv=None):
                 with tqdm(total=len(pats) * args.slices * len(ms), desc="main") as bar:
                     grid(args, cache, prior, lams, pats, ms, args.slices, "main", deadline, bar)
             if "masks" in exps:
-                ms = ("tv",) + tuple(m for m in args.methods if m in DIFF)
-                with tqdm(total=len(MASK_PATTERNS) * args.mask_slices * len(ms), desc="masks") as bar:
-                    grid(args, cache, prior, lams, MASK_PATTERNS, ms, args.mask_slices, "masks", deadline, bar)
+                ms = ("tv",) + tuple(m for m in args.methods if m in DIFF or m in VARIANTS)
+                pats = tuple((p, R) for p, R in MASK_PATTERNS
+                             if args.mask_patterns is None or f"{p}{R}" in args.mask_patterns)
+                with tqdm(total=len(pats) * args.mask_slices * len(ms), desc="masks") as bar:
+                    grid(args, cache, prior, lams, pats, ms, args.mask_slices, "masks", deadline, bar)
             if "nfe" in exps:
                 exp_nfe(args, cache, prior, deadline)
             if "coils" in exps:

@@ -127,6 +127,12 @@ DEMO_OPTIONS: dict[str, dict] = {
 #: back, our reading of its +1.5 dB; the larger corrector step then mixes away the background texture that
 #: the near-exact solve leaves (SSIM 0.899 -> 0.938).
 #:
+#: Session 6, annealed ULA, 480 levels, 2 slices: gamma 1.0 34.64 / 0.917 (GRO) and 34.72 / 0.926 (Poisson);
+#: gamma 1.5 35.15 / 0.922 and 35.31 / 0.938. Test (10 slices): gamma 1.5 beats TV and l1-wavelet on both
+#: patterns (``ula-annealed-g1.5`` in ``benchmarks/results/diffusion.md``), where gamma 1.0 misses Poisson R=8
+#: and 960 levels ties TV's SSIM on GRO R=4. ``BENCH_OPTIONS`` keeps gamma 1.0 because the NFE ladder and the
+#: calibration rows were run with it; the variant's mask rows were rerun.
+#:
 #: Session 5, pULA's CG iterations (3 slices): the radial normal operator (||A||^2 = 13 at 64x64, no density
 #: compensation) is ill-conditioned, and 10 warm-started CG iterations (the paper's, for Cartesian data)
 #: leave the solver error in the samples as a white noise floor (one val slice: background rms 0.015 vs
