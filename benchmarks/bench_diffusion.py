@@ -252,6 +252,11 @@ def tune_lambdas(cache, args):
     return out
 
 
+def selected(patterns, wanted):
+    """``patterns`` ((name, R) pairs) whose ``f"{name}{R}"`` is in ``wanted``; all when ``wanted`` is None."""
+    return tuple((p, R) for p, R in patterns if wanted is None or f"{p}{R}" in wanted)
+
+
 def grid(args, cache, prior, lams, patterns, methods, n_slices, tag, deadline, bar):
     for pat, R in patterns:
         ds = dataset("test", args.size, pat, R)
@@ -561,14 +566,12 @@ def main(argv=None):
                 exp_prior(prior, cache, args)
             if "main" in exps:
                 ms = ("tv", "l1wav") + args.methods
-                pats = tuple((p, R) for p, R in MAIN_PATTERNS
-                             if args.main_patterns is None or f"{p}{R}" in args.main_patterns)
+                pats = selected(MAIN_PATTERNS, args.main_patterns)
                 with tqdm(total=len(pats) * args.slices * len(ms), desc="main") as bar:
                     grid(args, cache, prior, lams, pats, ms, args.slices, "main", deadline, bar)
             if "masks" in exps:
                 ms = ("tv",) + tuple(m for m in args.methods if m in DIFF or m in VARIANTS)
-                pats = tuple((p, R) for p, R in MASK_PATTERNS
-                             if args.mask_patterns is None or f"{p}{R}" in args.mask_patterns)
+                pats = selected(MASK_PATTERNS, args.mask_patterns)
                 with tqdm(total=len(pats) * args.mask_slices * len(ms), desc="masks") as bar:
                     grid(args, cache, prior, lams, pats, ms, args.mask_slices, "masks", deadline, bar)
             if "nfe" in exps:
