@@ -52,10 +52,6 @@ DIFF = ("pula", "ula-annealed", "score-mri")
 #: Ablation rows: a registered method run with other options (key -> (method, options)).
 VARIANTS = {
     "pula-published": ("pula", dict(phase="none", final_denoise=False, cg_iter=10)),  # the paper: 10 CG iterations
-    # twice annealed ULA's levels: val Poisson R=8, 2 slices: 34.72 / 0.926 at 480, 35.84 / 0.942 at 960
-    "ula-annealed-960": ("ula-annealed", dict(n_levels=960)),
-    # larger step at the benchmark's 480 levels: val GRO R=4, 2 slices: gamma 1.0 34.64 / 0.917, 1.5 35.15 / 0.922
-    "ula-annealed-g1.5": ("ula-annealed", dict(gamma=1.5)),
 }
 #: Other learned posterior samplers shown beside them (own coil maps / defaults; P samples).
 OTHERS = ("pogmdm-joint",)

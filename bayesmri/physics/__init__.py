@@ -49,6 +49,6 @@ from .trajectories import density_compensation, radial_trajectory, spiral_trajec
 
 __all__ += ["NonCartesianMRI", "density_compensation", "radial_trajectory", "spiral_trajectory"]
 
-from .phase import PhaseModulated, RealInput, lowres_phase, remove_lowres_phase
+from .phase import PhaseModulated, RealInput, fit_smooth_phase, legendre_basis, lowres_phase, remove_lowres_phase
 
-__all__ += ["PhaseModulated", "RealInput", "lowres_phase", "remove_lowres_phase"]
+__all__ += ["PhaseModulated", "RealInput", "fit_smooth_phase", "legendre_basis", "lowres_phase", "remove_lowres_phase"]

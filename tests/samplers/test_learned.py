@@ -352,6 +352,32 @@ def test_phase_constrained_option_samples_a_real_demodulated_image(tiny_sample):
     assert float((fa * fb.conj()).imag.abs().max()) > 1e-2 * float((fa.abs() * fb.abs()).max())
 
 
+def test_fitted_phase_option_demodulates_by_the_polynomial_fit_of_the_least_squares_image(tiny_sample):
+    # phase="fit-real": every sample is p * (real image) with p = fit_smooth_phase(A^+ y) (not the
+    # low-resolution phase); phase="fit" runs the same demodulation without the real constraint.
+    from bayesmri.methods import prepare
+    from bayesmri.physics.phase import fit_smooth_phase, lowres_phase
+    from bayesmri.samplers.registered import PHASE_DEGREE, least_squares_image
+
+    kw = dict(prior=ScorePrior(GaussNet(1.0)), maps="true", n_levels=4)
+    real = get_method("pula")(tiny_sample, n_samples=2, generator=0, phase="fit-real", **kw)
+    assert real.diagnostics["phase"] == "fit-real"
+    _, op, y = prepare(tiny_sample, "cpu", "true")
+    x_ls = least_squares_image(op, y)
+    H, W = x_ls.shape[-2:]
+    p = fit_smooth_phase(x_ls.reshape(-1, H, W), PHASE_DEGREE).reshape(H, W)
+    for smp in real.samples:
+        big = smp.abs() > 1e-3 * smp.abs().max()
+        assert float((smp * p.conj()).imag[big].abs().max()) < 1e-4 * float(smp.abs().max())
+    # and it is not the low-resolution phase: that one leaves an imaginary part on these samples
+    q = lowres_phase(x_ls.reshape(-1, H, W), round(0.2 * min(H, W))).reshape(H, W)
+    assert float((real.samples[0] * q.conj()).imag.abs().max()) > 1e-2 * float(real.samples[0].abs().max())
+    free = get_method("pula")(tiny_sample, n_samples=2, generator=0, phase="fit", **kw)
+    assert float((free.samples[0] * p.conj()).imag.abs().max()) > 1e-2 * float(free.samples[0].abs().max())
+    with pytest.raises(ValueError, match="phase_degree"):
+        get_method("pula")(tiny_sample, n_samples=1, phase="fit", phase_degree=2.5, **kw)
+
+
 def test_benchmark_and_demo_settings_are_valid_sampler_options():
     """``BENCH_OPTIONS`` / ``DEMO_OPTIONS`` are merged over ``DEFAULTS`` by the benchmark and the demo: a
     misspelt key would be rejected only at run time, after minutes of other methods; every merged setting
