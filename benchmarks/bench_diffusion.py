@@ -473,8 +473,8 @@ def write_report(cache, args, lams):
         "",
         "`pula-published`: pULA as published (Chung & Ye's real/imaginary split on the raw complex image, no "
         "final Tweedie step, the paper's 10 CG iterations); the other diffusion rows demodulate the "
-        "low-resolution phase and end with a Tweedie step (`phase`, `final_denoise` in "
-        "`bayesmri/samplers/registered.py`). `pogmdm-joint`: the "
+        "fitted smooth phase (`phase=\"fit\"`, since session 7) and end with a Tweedie step (`phase`, "
+        "`final_denoise` in `bayesmri/samplers/registered.py`). `pogmdm-joint`: the "
         "PoGMDM prior with jointly estimated coil maps (its own defaults, P samples), for comparison.",
         "",
         verdicts(main, MAIN_PATTERNS),
