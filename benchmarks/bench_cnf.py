@@ -3,14 +3,19 @@
 Run (CPU, bounded)::
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_cnf.py --weights cnf64 \
-        --ablation-weights runs/cnf64s_nonull/model_ema --n-slices 8 --out benchmarks/results/cnf.md
+        --ablation-weights runs/cnf64_v4_nonull/model_ema --n-slices 8 --out benchmarks/results/cnf.md
 
 Data: the built-in *test* split (a different brain from training) as the rest of the project sees it,
 :class:`bayesmri.data.SimulatedBrainDataset` (8 birdcage coils, smooth random phase, SNR 30 dB, a GRO
 frame per slice, seed 0). Everything is normalised by the 95th percentile of the zero-filled RSS.
-All methods are coil-combined with the *true* maps (``S^H``) and compared with the true complex image
-on magnitude PSNR/SSIM (fastMRI conventions, :mod:`bayesmri.metrics`); TV and l1-wavelet use the SENSE
-operator with the true maps and the library's default weights (tuned on ``val``).
+The quality section has two coil-map protocols (``--maps``): ``true`` (the simulation's maps, for the CNF's
+``S^H`` combination and the SENSE operator of TV / l1-wavelet) and ``espirit`` (maps estimated per slice from
+its ACS region, what real data allows and what the paper uses; ESPIRiT maps vanish outside the object
+support, where no measurement constrains the image: the baselines are scored both as solved and restricted to
+the support, ``x sum_c |S_c|^2``, and keep the better). TV and l1-wavelet weights are tuned per protocol and
+acceleration on ``--val-slices`` central ``val`` slices (grid ``LAMBDA_GRID``, by PSNR, as in
+``bench_diffusion.py``). Metrics: magnitude PSNR/SSIM against the true complex image (fastMRI conventions,
+:mod:`bayesmri.metrics`). The ablation, calibration and MAP sections use the true maps.
 "UNet only (DC)" is the conditioning UNet's MSE estimate made data consistent, the baseline the CNF mean
 builds on. Speed: time per sample for P = 1 and for P = 32 in one batched call (one conditioning pass), with peak
 memory (CUDA: ``max_memory_allocated``; CPU: peak RSS of a fresh process above its RSS after loading),\neach timing in its own process; sizes other than the weights' use an untrained net of the same config.
@@ -29,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bayesmri.flows.cnf import ConditionalNF, cnf_log_posterior, cnf_map, cnf_sample, load_cnf  # noqa: E402
-from bayesmri.metrics import complex_psnr, mean_gain_curve, mean_gain_reference, psnr, ssim  # noqa: E402
+from bayesmri.metrics import mean_gain_curve, mean_gain_reference, psnr, ssim  # noqa: E402
 from bayesmri.physics.cartesian import MultiCoilMRI  # noqa: E402
 
 
@@ -38,18 +43,25 @@ def combine(x, maps):
     return (maps.conj() * x).sum(-3)
 
 
-def build_items(size, R, n, ncoils=8):
-    """``n`` central slices of the built-in test split, acquired exactly as everywhere else in the project
-    (:class:`bayesmri.data.SimulatedBrainDataset`: its own GRO frame per slice, SNR 30 dB, seed 0)."""
+LAMBDA_GRID = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+
+
+def build_items(size, R, n, ncoils=8, split="test", espirit=False):
+    """``n`` central slices of a built-in split, acquired exactly as everywhere else in the project
+    (:class:`bayesmri.data.SimulatedBrainDataset`: its own GRO frame per slice, SNR 30 dB, seed 0).
+    Each item carries its maps per protocol: ``maps["true"]`` and, with ``espirit``, ``maps["espirit"]``."""
     from bayesmri.data.simulate import SimulatedBrainDataset
 
-    ds = SimulatedBrainDataset("test", size=size, pattern="gro", acceleration=R, ncoils=ncoils)
+    ds = SimulatedBrainDataset(split, size=size, pattern="gro", acceleration=R, ncoils=ncoils)
     N = len(ds)
     idx = torch.linspace(N * 0.2, N * 0.8, n).round().long().tolist()  # central slices: brain, not caps
     out = []
     for i in idx:
         s = ds[i]
-        out.append(dict(x=s.coil_images, k=s.kspace, mask=s.mask, truth=s.target))
+        maps = {"true": ds.maps}
+        if espirit:
+            maps["espirit"] = s.maps_espirit
+        out.append(dict(x=s.coil_images, k=s.kspace, mask=s.mask, truth=s.target, maps=maps))
     return out, ds.maps
 
 
@@ -64,26 +76,80 @@ def unet_only(model, y, mask):
     return (_project_null(x, m) + zf / s) * s
 
 
-def quality(model, items, maps, P, gen, with_dc=True, extra_methods=True):
-    from bayesmri.methods import DEFAULT_ITERS, DEFAULT_LAMBDAS
+def _score(v, truth):
+    return float(psnr(v, truth)[0]), float(ssim(v.abs(), truth.abs())[0])
+
+
+def _baseline(name, op, y, lam):
+    from bayesmri.methods import DEFAULT_ITERS
     from bayesmri.recon import l1_wavelet_recon, tv_recon
 
+    fn = tv_recon if name == "tv" else l1_wavelet_recon
+    return fn(op, y, lam=lam, max_iter=DEFAULT_ITERS[name])
+
+
+def tune_baselines(size, R, protocol, n_val):
+    """TV / l1-wavelet weight (and, for ESPIRiT maps, support restriction or not) with the best mean PSNR on
+    ``n_val`` central ``val`` slices: ``{name: (lam, restrict, psnr)}``."""
+    items, _ = build_items(size, R, n_val, split="val", espirit=protocol == "espirit")
+    scores = {}
+    for it in items:
+        S = it["maps"][protocol]
+        op = MultiCoilMRI(S[None], it["mask"])
+        w = (S.abs() ** 2).sum(0)
+        for name in ("tv", "l1wav"):
+            for lam in LAMBDA_GRID:
+                x = _baseline(name, op, it["k"][None], lam)
+                for restrict in ((False, True) if protocol == "espirit" else (False,)):
+                    scores.setdefault((name, lam, restrict), []).append(_score(x * w if restrict else x, it["truth"][None])[0])
+    best = {}
+    for (name, lam, restrict), v in scores.items():
+        m = sum(v) / len(v)
+        if name not in best or m > best[name][2]:
+            best[name] = (lam, restrict, m)
+    return best
+
+
+def quality(model, items, maps, P, gen, with_dc=True, extra_methods=True, protocol="true", lams=None):
+    """Magnitude PSNR / SSIM per item of zero-filled, TV, l1-wavelet, the UNet alone and the CNF mean.
+
+    ``protocol`` picks the item's maps (``it["maps"][protocol]``; ``maps`` is the fallback for items without
+    them); ``lams`` = :func:`tune_baselines` output (default: the library's default weights, unrestricted)."""
+    from bayesmri.methods import DEFAULT_LAMBDAS
+
+    lams = lams or {k: (DEFAULT_LAMBDAS[k], False, None) for k in ("tv", "l1wav")}
     rows = {"zero-filled": [], "TV": [], "l1-wavelet": [], "UNet only (DC)": [], "CNF mean": []}
     for it in items:
         truth = it["truth"][None]
-        op = MultiCoilMRI(maps[None], it["mask"])
+        S = it.get("maps", {}).get(protocol, maps)
+        op = MultiCoilMRI(S[None], it["mask"])
+        w = (S.abs() ** 2).sum(0)
         y = it["k"][None]
         est = {}
         if extra_methods:
             est["zero-filled"] = op.A_adjoint(y)
-            est["TV"] = tv_recon(op, y, lam=DEFAULT_LAMBDAS["tv"], max_iter=DEFAULT_ITERS["tv"])
-            est["l1-wavelet"] = l1_wavelet_recon(op, y, lam=DEFAULT_LAMBDAS["l1wav"], max_iter=DEFAULT_ITERS["l1wav"])
-            est["UNet only (DC)"] = combine(unet_only(model, y, it["mask"]), maps)
+            for label, name in (("TV", "tv"), ("l1-wavelet", "l1wav")):
+                lam, restrict, _ = lams[name]
+                x = _baseline(name, op, y, lam)
+                est[label] = x * w if restrict else x
+            est["UNet only (DC)"] = combine(unet_only(model, y, it["mask"]), S)
         xs, _ = cnf_sample(model, y, it["mask"], P, generator=gen, chunk=P, data_consistency=with_dc)
-        est["CNF mean"] = combine(xs[:, 0], maps).mean(0, keepdim=True)
+        est["CNF mean"] = combine(xs[:, 0], S).mean(0, keepdim=True)
         for k, v in est.items():
-            rows[k].append((float(psnr(v, truth)[0]), float(ssim(v.abs(), truth.abs())[0])))
+            rows[k].append(_score(v, truth))
     return {k: v for k, v in rows.items() if v}
+
+
+def verdict(rows):
+    """One line: does the CNF mean beat zero-filled, TV and l1-wavelet in mean PSNR and SSIM?"""
+    mean = {k: (sum(p for p, _ in v) / len(v), sum(s for _, s in v) / len(v)) for k, v in rows.items()}
+    c = mean["CNF mean"]
+    others = [k for k in ("zero-filled", "TV", "l1-wavelet") if k in mean]
+    lost = [k for k in others if not (c[0] > mean[k][0] and c[1] > mean[k][1])]
+    if not lost:
+        return f"CNF mean beats {', '.join(others)} in PSNR and SSIM ({c[0]:.2f} dB / {c[1]:.3f})."
+    return ("CNF mean does NOT beat " + ", ".join(f"{k} ({mean[k][0]:.2f} / {mean[k][1]:.3f})" for k in lost)
+            + f" in both PSNR and SSIM ({c[0]:.2f} dB / {c[1]:.3f}).")
 
 
 @torch.no_grad()
@@ -95,7 +161,7 @@ def degeneracy(model, items, seed=0):
     A flow that fits its training noise ``sigma`` rather than the images stretches towards ``1 / sigma``."""
     import math
 
-    from bayesmri.flows.cnf import _project_null, channels_to_complex, complex_to_channels, zero_filled_and_scale
+    from bayesmri.flows.cnf import _project_null, complex_to_channels, zero_filled_and_scale
 
     g = torch.Generator().manual_seed(seed)
     acc = {}
@@ -123,6 +189,13 @@ def degeneracy(model, items, seed=0):
         for k, v in vals.items():
             acc.setdefault(k, []).append(v)
     return {k: (min(v), max(v)) for k, v in acc.items()}
+
+
+def _train_R(weights):
+    from bayesmri.priors.loading import read_config
+
+    meta = read_config(weights)
+    return (meta.get("cnf") or meta.get("metadata", {}).get("cnf") or {}).get("acceleration", "?")
 
 
 def mean_std(vals):
@@ -184,9 +257,17 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", default="cnf64")
     ap.add_argument("--ablation-weights", default=None, help="a CNF trained without nullspace learning")
+    ap.add_argument("--ablation-nullspace-weights", default=None,
+                    help="the nullspace-learning row of the ablation (default --weights): the model trained with the "
+                         "same recipe as --ablation-weights")
     ap.add_argument("--n-slices", type=int, default=8)
     ap.add_argument("--P", type=int, default=8, help="samples for the posterior mean in the quality table")
     ap.add_argument("--accelerations", default="4,8")
+    ap.add_argument("--weights-at", default="",
+                    help="weights per acceleration for the quality section, e.g. '8=runs/cnf64_r8/model_ema' "
+                         "(default: --weights for every acceleration)")
+    ap.add_argument("--maps", default="true,espirit", help="coil-map protocols of the quality section: true,espirit")
+    ap.add_argument("--val-slices", type=int, default=8, help="val slices for tuning the TV / l1-wavelet weights")
     ap.add_argument("--calib-slices", type=int, default=4)
     ap.add_argument("--map-slices", type=int, default=2)
     ap.add_argument("--map-steps", type=int, default=100)
@@ -198,6 +279,13 @@ def main(argv=None):
                     help="other CNF weights (e.g. runs/cnf64_v2/model_ema) to diagnose beside --weights")
     a = ap.parse_args(argv)
     skip = set(filter(None, a.skip.split(",")))
+    try:
+        weights_at = {float(k): v for k, v in (kv.split("=", 1) for kv in filter(None, a.weights_at.split(",")))}
+    except ValueError:
+        ap.error(f"--weights-at: expected R=path[,R=path...], got {a.weights_at!r}")
+    bad = set(a.maps.split(",")) - {"true", "espirit"}
+    if bad:
+        ap.error(f"--maps: unknown protocol(s) {', '.join(sorted(bad))}; use true and/or espirit")
     torch.manual_seed(0)
     model = load_cnf(a.weights)
     size = model.img_size[0]
@@ -205,12 +293,12 @@ def main(argv=None):
     from bayesmri.priors.loading import read_config
 
     meta = read_config(a.weights)
-    train_R = (meta.get("cnf") or meta.get("metadata", {}).get("cnf") or {}).get("acceleration", "?")
+    train_R = _train_R(a.weights)
     train_steps = meta.get("training", {}).get("steps", "?")
     cmeta = meta.get("cnf") or meta.get("metadata", {}).get("cnf") or {}
     pre_steps, t_noise = cmeta.get("pretrain_steps", "?"), cmeta.get("train_noise", "?")
     t_dom = cmeta.get("train_noise_domain", "flow target, after the nullspace projection")
-    lines = [f"# CNF benchmark (Wen et al. 2023)", "",
+    lines = ["# CNF benchmark (Wen et al. 2023)", "",
              f"Command: `python benchmarks/bench_cnf.py {' '.join(sys.argv[1:] if argv is None else argv)}`", "",
              f"Model `{a.weights}`: L={cfg['num_levels']} levels, B={cfg['num_blocks']} blocks, UNet {cfg['unet_chans']} "
              f"channels / {cfg['unet_pools']} pools, coupling width {cfg['hidden']}, base {cfg['base']}, "
@@ -221,27 +309,46 @@ def main(argv=None):
     t_all = time.perf_counter()
     if "quality" not in skip:
         lines += ["## Posterior-mean quality on the built-in test split", "",
-                  f"{a.n_slices} test slices, P = {a.P} samples, magnitude PSNR (dB) / SSIM, mean ± std over slices.", ""]
-        for R in [float(r) for r in a.accelerations.split(",")]:
-            items, maps = build_items(size, R, a.n_slices)
-            rows = quality(model, items, maps, a.P, torch.Generator().manual_seed(0))
-            lines += [f"GRO R={R:g} (CNF trained at R={train_R}):", "", "| method | PSNR | SSIM |", "|---|---|---|"]
-            for k, v in rows.items():
-                lines.append(f"| {k} | {mean_std([p for p, _ in v])} | {mean_std([s for _, s in v])} |")
-            lines.append("")
-            print("\n".join(lines[-len(rows) - 3:]), flush=True)
+                  f"{a.n_slices} test slices, P = {a.P} samples, magnitude PSNR (dB) / SSIM, mean ± std over slices. "
+                  f"TV / l1-wavelet weights tuned on {a.val_slices} `val` slices per protocol and acceleration.", ""]
+        for protocol in a.maps.split(","):
+            for R in [float(r) for r in a.accelerations.split(",")]:
+                try:
+                    lams = tune_baselines(size, R, protocol, a.val_slices)
+                    items, maps = build_items(size, R, a.n_slices, espirit=protocol == "espirit")
+                except ValueError as e:  # ESPIRiT without a usable calibration region
+                    lines += [f"GRO R={R:g}, {protocol} maps: not run ({e}).", ""]
+                    print(lines[-2], flush=True)
+                    continue
+                w_R = weights_at.get(R, a.weights)
+                m_R = model if w_R == a.weights else load_cnf(w_R)
+                rows = quality(m_R, items, maps, a.P, torch.Generator().manual_seed(0), protocol=protocol, lams=lams)
+                tuned = "; ".join(f"{k} lam {v[0]:g}{', restricted to the support' if v[1] else ''} (val {v[2]:.2f} dB)"
+                                  for k, v in lams.items())
+                trained = train_R if w_R == a.weights else f"{_train_R(w_R)}, weights `{w_R}`"
+                lines += [f"GRO R={R:g}, {protocol} maps (CNF trained at R={trained}; {tuned}):", "",
+                          "| method | PSNR | SSIM |", "|---|---|---|"]
+                for k, v in rows.items():
+                    lines.append(f"| {k} | {mean_std([p for p, _ in v])} | {mean_std([s for _, s in v])} |")
+                lines += ["", verdict(rows), ""]
+                print("\n".join(lines[-len(rows) - 5:]), flush=True)
     if a.ablation_weights and "ablation" not in skip:
         abl = load_cnf(a.ablation_weights)
         items, maps = build_items(size, 4.0, a.n_slices)
         g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
         r1 = quality(abl, items, maps, a.P, g(), with_dc=False, extra_methods=False)["CNF mean"]
         r2 = quality(abl, items, maps, a.P, g(), with_dc=True, extra_methods=False)["CNF mean"]
-        r3 = quality(model, items, maps, a.P, g(), with_dc=True, extra_methods=False)["CNF mean"]
-        lines += ["## Ablation (paper Table 3), GRO R=4", "", "| variant | PSNR | SSIM |", "|---|---|---|"]
+        w3 = a.ablation_nullspace_weights or a.weights
+        r3 = quality(model if w3 == a.weights else load_cnf(w3), items, maps, a.P, g(), with_dc=True,
+                     extra_methods=False)["CNF mean"]
+        lines += ["## Ablation (paper Table 3), GRO R=4, true maps", "",
+                  f"Without nullspace learning: `{a.ablation_weights}` (samples used as drawn, then with their measured "
+                  f"k-space replaced by the data); with nullspace learning: `{w3}`.", "",
+                  "| variant | PSNR | SSIM |", "|---|---|---|"]
         for name, r in (("without data consistency", r1), ("with data consistency", r2), ("with nullspace learning", r3)):
             lines.append(f"| {name} | {mean_std([p for p, _ in r])} | {mean_std([s for _, s in r])} |")
         lines.append("")
-        print("\n".join(lines[-6:]), flush=True)
+        print("\n".join(lines[-8:]), flush=True)
     if "calib" not in skip:
         items, maps = build_items(size, 4.0, a.calib_slices)
         Ps = [1, 2, 4, 8, 16, 32]
