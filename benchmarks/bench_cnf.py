@@ -36,11 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bayesmri.flows.cnf import ConditionalNF, cnf_log_posterior, cnf_map, cnf_sample, load_cnf  # noqa: E402
 from bayesmri.metrics import mean_gain_curve, mean_gain_reference, psnr, ssim  # noqa: E402
 from bayesmri.physics.cartesian import MultiCoilMRI  # noqa: E402
+from bayesmri.physics.coils import coil_combine  # noqa: E402
 
 
-def combine(x, maps):
-    """``S^H x``: ``(..., C, H, W)`` -> ``(..., H, W)``."""
-    return (maps.conj() * x).sum(-3)
+combine = coil_combine  # S^H x: (..., C, H, W) -> (..., H, W)
 
 
 LAMBDA_GRID = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
@@ -191,11 +190,12 @@ def degeneracy(model, items, seed=0):
     return {k: (min(v), max(v)) for k, v in acc.items()}
 
 
-def _train_R(weights):
+def _cnf_meta(weights) -> dict:
+    """The ``cnf`` training metadata stored beside the weights (acceleration, pretraining, noise)."""
     from bayesmri.priors.loading import read_config
 
     meta = read_config(weights)
-    return (meta.get("cnf") or meta.get("metadata", {}).get("cnf") or {}).get("acceleration", "?")
+    return meta.get("cnf") or meta.get("metadata", {}).get("cnf") or {}
 
 
 def mean_std(vals):
@@ -288,14 +288,20 @@ def main(argv=None):
         ap.error(f"--maps: unknown protocol(s) {', '.join(sorted(bad))}; use true and/or espirit")
     torch.manual_seed(0)
     model = load_cnf(a.weights)
+    loaded = {a.weights: model}
+
+    def cnf(weights):  # each weights file loaded once
+        if weights not in loaded:
+            loaded[weights] = load_cnf(weights)
+        return loaded[weights]
     size = model.img_size[0]
     cfg = model.config
     from bayesmri.priors.loading import read_config
 
     meta = read_config(a.weights)
-    train_R = _train_R(a.weights)
+    cmeta = _cnf_meta(a.weights)
+    train_R = cmeta.get("acceleration", "?")
     train_steps = meta.get("training", {}).get("steps", "?")
-    cmeta = meta.get("cnf") or meta.get("metadata", {}).get("cnf") or {}
     pre_steps, t_noise = cmeta.get("pretrain_steps", "?"), cmeta.get("train_noise", "?")
     t_dom = cmeta.get("train_noise_domain", "flow target, after the nullspace projection")
     lines = ["# CNF benchmark (Wen et al. 2023)", "",
@@ -321,11 +327,10 @@ def main(argv=None):
                     print(lines[-2], flush=True)
                     continue
                 w_R = weights_at.get(R, a.weights)
-                m_R = model if w_R == a.weights else load_cnf(w_R)
-                rows = quality(m_R, items, maps, a.P, torch.Generator().manual_seed(0), protocol=protocol, lams=lams)
+                rows = quality(cnf(w_R), items, maps, a.P, torch.Generator().manual_seed(0), protocol=protocol, lams=lams)
                 tuned = "; ".join(f"{k} lam {v[0]:g}{', restricted to the support' if v[1] else ''} (val {v[2]:.2f} dB)"
                                   for k, v in lams.items())
-                trained = train_R if w_R == a.weights else f"{_train_R(w_R)}, weights `{w_R}`"
+                trained = train_R if w_R == a.weights else f"{_cnf_meta(w_R).get('acceleration', '?')}, weights `{w_R}`"
                 lines += [f"GRO R={R:g}, {protocol} maps (CNF trained at R={trained}; {tuned}):", "",
                           "| method | PSNR | SSIM |", "|---|---|---|"]
                 for k, v in rows.items():
@@ -333,13 +338,13 @@ def main(argv=None):
                 lines += ["", verdict(rows), ""]
                 print("\n".join(lines[-len(rows) - 5:]), flush=True)
     if a.ablation_weights and "ablation" not in skip:
-        abl = load_cnf(a.ablation_weights)
+        abl = cnf(a.ablation_weights)
         items, maps = build_items(size, 4.0, a.n_slices)
         g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
         r1 = quality(abl, items, maps, a.P, g(), with_dc=False, extra_methods=False)["CNF mean"]
         r2 = quality(abl, items, maps, a.P, g(), with_dc=True, extra_methods=False)["CNF mean"]
         w3 = a.ablation_nullspace_weights or a.weights
-        r3 = quality(model if w3 == a.weights else load_cnf(w3), items, maps, a.P, g(), with_dc=True,
+        r3 = quality(cnf(w3), items, maps, a.P, g(), with_dc=True,
                      extra_methods=False)["CNF mean"]
         lines += ["## Ablation (paper Table 3), GRO R=4, true maps", "",
                   f"Without nullspace learning: `{a.ablation_weights}` (samples used as drawn, then with their measured "
@@ -386,9 +391,8 @@ def main(argv=None):
                   "| weights | training noise | NLL (bits/dim) | log-det/dim (nats) | stretch bg | stretch fg | stretch meas |",
                   "|---|---|---|---|---|---|---|"]
         for w in [a.weights] + ([a.degeneracy_compare] if a.degeneracy_compare else []):
-            mdl = model if w == a.weights else load_cnf(w)
-            cm = read_config(w)
-            cm = cm.get("cnf") or cm.get("metadata", {}).get("cnf") or {}
+            mdl = cnf(w)
+            cm = _cnf_meta(w)
             nz = f"{cm.get('train_noise', '?')} ({cm.get('train_noise_domain', 'after the projection')})"
             d = degeneracy(mdl, items)
             lines.append(f"| `{w}` | {nz} | " + " | ".join(f"{d[k][0]:.3g} to {d[k][1]:.3g}"
