@@ -1,0 +1,163 @@
+"""Whole-image scores from a network trained on patches (Hu, Song, Xu, Shen, Fessler, NeurIPS 2024).
+
+A score network trained on ``P x P`` crops of native-resolution slices (``bayesmri train score --data
+native``) is a prior for images of any size. :class:`PatchScore` evaluates it on a whole image in one of
+two ways:
+
+``mode="tiled"`` (PaDIS, Hu et al. sec. 3): the image is embedded in a canvas padded on every side, cut
+into non-overlapping tiles of ``P - 2 m`` pixels placed with a **random offset drawn at every call**,
+each tile is evaluated with a halo of ``m`` pixels on each side (a ``P x P`` network input) and only its
+centre is kept. Averaged over the sampler's iterations the random offsets move the seams, so no tile
+boundary stays at one place (Hu et al.'s argument for the random shift); with a halo ``m`` at least the
+network's effective receptive radius the tiled score equals the whole-image score exactly. Memory and the
+network's input statistics stay those of training whatever the matrix size.
+
+``mode="whole"``: the fully convolutional network on the whole image at once (padded to a multiple of
+the network's down-sampling factor).
+
+Padding: the canvas outside the image is filled with fresh Gaussian noise of standard deviation
+``sigma`` (per real component), i.e. the zero background of an MR image seen at the current diffusion
+noise level, so border tiles see the input distribution the network was trained on. The offsets and the
+padding noise come from the wrapper's own generator (``seed``), so runs are reproducible.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["PatchScore", "TILING_MODES"]
+
+TILING_MODES = ("tiled", "whole")
+
+
+class PatchScore(nn.Module):
+    """Score ``s(x, sigma)`` of whole real images from a score network trained on patches.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Has ``score(x, sigma)`` for real ``(N, H, W)`` (e.g. :class:`~bayesmri.priors.score_unet.ScoreUNet`).
+    patch : int
+        Network input size in ``"tiled"`` mode (the training crop, e.g. 64).
+    mode : {"tiled", "whole"}
+    margin : int
+        Halo ``m`` kept around each tile in ``"tiled"`` mode and discarded (``0 <= 2 m < patch``).
+        0 is PaDIS (seams averaged out by the random offsets only).
+    multiple : int, optional
+        Input sizes must be multiples of this (default: ``2 ** (num_levels - 1)`` of a ScoreUNet, else 1).
+    chunk_size : int
+        Most network inputs evaluated at once in ``"tiled"`` mode.
+    seed : int
+        Seed of the generator for the offsets and the padding noise.
+
+    Notes
+    -----
+    ``score`` takes real ``(N, H, W)`` or ``(N, 1, H, W)`` with any ``H, W >= 1`` and a scalar or ``(N,)``
+    ``sigma``; it returns the shape of ``x``. ``meta`` and ``parameters()`` are the network's, so
+    :class:`bayesmri.samplers.learned.ScorePrior` accepts the wrapper in place of the network.
+    """
+
+    def __init__(self, model: nn.Module, patch: int = 64, mode: str = "tiled", margin: int = 0,
+                 multiple: int | None = None, chunk_size: int = 64, seed: int = 0):
+        super().__init__()
+        if not callable(getattr(model, "score", None)):
+            raise TypeError(f"model must have score(x, sigma), got {type(model).__name__}")
+        if mode not in TILING_MODES:
+            raise ValueError(f"mode must be one of {TILING_MODES}, got {mode!r}")
+        patch, margin, chunk_size = int(patch), int(margin), int(chunk_size)
+        if multiple is None:
+            multiple = 2 ** (int(getattr(model, "num_levels", 1)) - 1)
+        multiple = int(multiple)
+        if patch < 1 or multiple < 1 or patch % multiple:
+            raise ValueError(f"patch must be a positive multiple of {multiple}, got {patch}")
+        if margin < 0 or 2 * margin >= patch:
+            raise ValueError(f"margin must satisfy 0 <= 2 margin < patch ({patch}), got {margin}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.model = model
+        self.patch, self.margin, self.mode, self.multiple = patch, margin, mode, multiple
+        self.chunk_size = chunk_size
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.meta = getattr(model, "meta", None)
+
+    # ------------------------------------------------------------------ helpers
+    def _noise(self, shape, sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        z = torch.randn(shape, generator=self.generator, dtype=torch.float32)
+        return z.to(device=like.device, dtype=like.dtype) * sigma.reshape(-1, *([1] * (len(shape) - 1)))
+
+    def _canvas(self, x, sigma, top, left, Hc, Wc):
+        """``x (N, H, W)`` placed at ``(top, left)`` in an ``(N, Hc, Wc)`` canvas of noise of std sigma."""
+        N, H, W = x.shape
+        canvas = self._noise((N, Hc, Wc), sigma, x)
+        canvas[:, top:top + H, left:left + W] = x
+        return canvas
+
+    def _whole(self, x, sigma):
+        N, H, W = x.shape
+        k = self.multiple
+        Hc, Wc = -(-H // k) * k, -(-W // k) * k
+        if (Hc, Wc) == (H, W):
+            return self.model.score(x, sigma)
+        top, left = (Hc - H) // 2, (Wc - W) // 2
+        s = self.model.score(self._canvas(x, sigma, top, left, Hc, Wc), sigma)
+        return s[:, top:top + H, left:left + W]
+
+    def _tiled(self, x, sigma):
+        N, H, W = x.shape
+        P, m = self.patch, self.margin
+        S = P - 2 * m  # stride = kept centre
+        oy, ox = (int(v) for v in torch.randint(S, (2,), generator=self.generator))
+        ny, nx = -(-(H + oy) // S), -(-(W + ox) // S)
+        # canvas row r <-> image row r - (oy + m); tile (i, j) covers canvas rows i S .. i S + P
+        canvas = self._canvas(x, sigma, oy + m, ox + m, ny * S + 2 * m, nx * S + 2 * m)
+        tiles = canvas.unfold(1, P, S).unfold(2, P, S)  # (N, ny, nx, P, P)
+        tiles = tiles.reshape(N * ny * nx, P, P)
+        sig_t = sigma.repeat_interleave(ny * nx)
+        outs = [self.model.score(tiles[i:i + self.chunk_size], sig_t[i:i + self.chunk_size])
+                for i in range(0, tiles.shape[0], self.chunk_size)]
+        s = torch.cat(outs, 0)[:, m:m + S, m:m + S].reshape(N, ny, nx, S, S)
+        s = s.permute(0, 1, 3, 2, 4).reshape(N, ny * S, nx * S)
+        return s[:, oy:oy + H, ox:ox + W]
+
+    # ------------------------------------------------------------------ public
+    def score(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        """``grad_x log p_sigma(x)`` of the whole image; the shape of ``x``."""
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise TypeError("x must be a real floating torch.Tensor (apply the prior to real and imaginary parts)")
+        squeeze = x.ndim == 4
+        if squeeze:
+            if x.shape[1] != 1:
+                raise ValueError(f"x must have shape (N, H, W) or (N, 1, H, W), got {tuple(x.shape)}")
+            x = x[:, 0]
+        if x.ndim != 3:
+            raise ValueError(f"x must have shape (N, H, W) or (N, 1, H, W), got {tuple(x.shape)}")
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1)
+        if sigma.numel() == 1:
+            sigma = sigma.expand(x.shape[0])
+        if sigma.shape[0] != x.shape[0] or not bool((sigma > 0).all()) or not bool(torch.isfinite(sigma).all()):
+            raise ValueError("sigma must be positive and finite, a scalar or one per image")
+        out = self._tiled(x, sigma) if self.mode == "tiled" else self._whole(x, sigma)
+        return out[:, None] if squeeze else out
+
+    def forward(self, x, sigma):
+        """``sigma * score`` (the network's raw-output convention)."""
+        s = self.score(x, sigma)
+        sig = torch.as_tensor(sigma, dtype=s.dtype, device=s.device).reshape(-1, *([1] * (s.ndim - 1)))
+        return sig * s
+
+    def denoise(self, x, sigma):
+        """Tweedie denoiser ``x + sigma^2 score``."""
+        sig = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1, *([1] * (x.ndim - 1)))
+        return x + sig**2 * self.score(x, sigma)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}, patch={self.patch}, margin={self.margin}, multiple={self.multiple}"
+
+    @staticmethod
+    def overhead(H: int, W: int, patch: int, margin: int) -> float:
+        """Expected network pixels per image pixel in ``"tiled"`` mode (1 = no overhead)."""
+        S = patch - 2 * margin
+        ny, nx = (H + (S - 1) / 2) / S, (W + (S - 1) / 2) / S
+        return math.ceil(ny) * math.ceil(nx) * patch**2 / (H * W)

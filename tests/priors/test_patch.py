@@ -1,0 +1,102 @@
+"""PatchScore: whole-image scores from a patch-trained network (tiled with random offsets, or whole)."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bayesmri.priors.patch import PatchScore
+from bayesmri.priors.score_unet import build_score_unet
+from bayesmri.samplers.learned import ScorePrior
+
+
+class PixelGaussian(nn.Module):
+    """Independent pixels N(mu, s2): score_sigma(x) = -(x - mu) / (s2 + sigma^2), known everywhere."""
+
+    def __init__(self, mu=0.3, s2=0.5):
+        super().__init__()
+        self.mu, self.s2 = mu, s2
+        self.w = nn.Parameter(torch.zeros(1))
+
+    def score(self, x, sigma):
+        sig = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+        return -(x - self.mu) / (self.s2 + sig**2)
+
+
+class LocalExperts(nn.Module):
+    """A stationary field-of-experts score -K^T tanh(K x) with 5x5 filters: receptive radius 4."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.k = nn.Parameter(torch.randn(3, 1, 5, 5, generator=g) / 5)
+
+    def score(self, x, sigma):
+        h = torch.tanh(F.conv2d(x[:, None], self.k, padding=2))
+        sig = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1, 1, 1)
+        return -F.conv_transpose2d(h, self.k, padding=2)[:, 0] / (1 + sig**2)
+
+
+def test_tiled_score_equals_a_pixelwise_prior_at_sizes_that_are_not_multiples_of_the_patch():
+    model = PixelGaussian()
+    x = torch.randn(2, 37, 50)
+    for mode in ("tiled", "whole"):
+        ps = PatchScore(model, patch=16, mode=mode, margin=0, multiple=8)
+        for _ in range(3):  # every random offset
+            torch.testing.assert_close(ps.score(x, 0.7), model.score(x, 0.7))
+
+
+def test_tiles_with_a_halo_of_the_receptive_radius_reproduce_the_whole_image_score_inside():
+    model = LocalExperts()
+    x = torch.randn(2, 45, 61)
+    whole = model.score(x, 0.2)
+    ps = PatchScore(model, patch=24, mode="tiled", margin=4, multiple=1, seed=3)
+    for _ in range(4):
+        t = ps.score(x, 0.2)
+        torch.testing.assert_close(t[:, 4:-4, 4:-4], whole[:, 4:-4, 4:-4], rtol=1e-5, atol=1e-6)
+    # without the halo the seams are wrong at one call, and the random offsets average them out
+    ps0 = PatchScore(model, patch=16, mode="tiled", margin=0, multiple=1, seed=3)
+    err1 = (ps0.score(x, 0.2) - whole)[:, 4:-4, 4:-4].pow(2).mean()
+    avg = torch.stack([ps0.score(x, 0.2) for _ in range(64)]).mean(0)
+    err64 = (avg - whole)[:, 4:-4, 4:-4].pow(2).mean()
+    assert err1 > 1e-4  # the test can see a seam
+    assert err64 < 0.25 * err1
+
+
+def test_random_offsets_move_the_seams_and_the_seed_reproduces_them():
+    model = LocalExperts()
+    x = torch.randn(1, 40, 40)
+    a = PatchScore(model, patch=16, margin=0, multiple=1, seed=1)
+    b = PatchScore(model, patch=16, margin=0, multiple=1, seed=1)
+    s1, s2 = a.score(x, 0.3), a.score(x, 0.3)
+    assert not torch.allclose(s1, s2)
+    torch.testing.assert_close(b.score(x, 0.3), s1)
+
+
+def test_a_score_unet_runs_at_sizes_other_than_its_training_crop():
+    torch.manual_seed(0)
+    net = build_score_unet("small64").eval()
+    nn.init.normal_(net.conv_out.weight, std=0.05)  # the zero-initialised output would make every score 0
+    x = torch.rand(2, 70, 90)
+    for mode in ("tiled", "whole"):
+        ps = PatchScore(net, patch=32, mode=mode, margin=4)
+        with torch.no_grad():
+            s = ps.score(x, torch.tensor([0.1, 1.0]))
+        assert s.shape == x.shape and bool(torch.isfinite(s).all()) and float(s.abs().mean()) > 0
+    with pytest.raises(ValueError, match="divisible"):
+        net.score(x, 0.1)  # the bare network needs multiples of 8: the wrapper pads
+
+
+def test_score_prior_accepts_the_wrapper_for_complex_images():
+    model = PixelGaussian(mu=0.0, s2=1.0)
+    prior = ScorePrior(PatchScore(model, patch=16, multiple=8), scale=2.0)
+    x = torch.randn(3, 20, 27, dtype=torch.complex64)
+    s = prior.score(x, 0.5)
+    # data scale a = 2: s(x) = s_net(x / a, sigma / a) / a for each real component
+    ref = torch.complex(model.score(x.real / 2, 0.25) / 2, model.score(x.imag / 2, 0.25) / 2)
+    torch.testing.assert_close(s, ref)
+
+
+@pytest.mark.parametrize("bad", [dict(mode="x"), dict(patch=20), dict(margin=8, patch=16), dict(chunk_size=0)])
+def test_bad_settings_are_one_clear_error(bad):
+    with pytest.raises(ValueError):
+        PatchScore(PixelGaussian(), **{**dict(patch=16, multiple=8), **bad})
