@@ -142,7 +142,7 @@ def run_method(name: str, samples, *, n_samples: int = 1, seed: int = 0, device=
     std = None
     if smp.shape[0] > 1:
         std = torch.stack([
-            cpu(r.std).reshape(r.mean.shape[-2:]) if r.std is not None else cpu(r.samples).std(0)
+            cpu(r.std if r.std is not None else SamplerResult.from_samples(r.samples).std).reshape(r.mean.shape[-2:])
             for r in outs
         ])
     nfe = int(max(int(getattr(r, "nfe", 0) or 0) for r in outs))
