@@ -384,7 +384,9 @@ def _register():
         multi-coil data, ``F^H P^T y`` for single-coil) with its low-resolution phase removed, scaled
         by its 95th-percentile magnitude (:func:`mri_condition`). The network predicts a real magnitude
         image; samples are returned as complex64 ``magnitude * exp(i phase_lr)`` (the data's smooth
-        phase put back), in the scale of ``sample.kspace``. The shipped models are 64 x 64: other sizes
+        phase put back), in the scale of ``sample.kspace``, shaped ``(P, H, W)`` with ``mean``/``std``
+        ``(H, W)`` from ``SamplerResult.from_samples`` (the complex std; ``std_magnitude`` is the std of
+        the magnitudes, which this method reported as ``std`` before). The shipped models are 64 x 64: other sizes
         are resampled to 64 x 64 and back (``diagnostics["resampled_from"]``).
 
         Weights (``weights=``, default :func:`default_weights`): ``cinn_mri64_mc`` was trained on the
@@ -424,10 +426,9 @@ def _register():
             if (H, W) != model.img_shape:
                 xs = F.interpolate(xs, size=(H, W), mode="bicubic", align_corners=False)
             xs = xs.reshape(P, B, H, W).to(torch.complex64) * ph.to(torch.complex64)
-        mean = xs.mean(0)
-        std = xs.abs().std(0) if P > 1 else None
-        return SamplerResult(samples=xs, mean=mean, std=std, nfe=P, wall_time=time.perf_counter() - t0,
-                             diagnostics=diag)
+        if B == 1:  # one slice: the registry's (P, H, W)
+            xs = xs[:, 0]
+        return SamplerResult.from_samples(xs, nfe=P, wall_time=time.perf_counter() - t0, diagnostics=diag)
 
 
 def _in_training_family(sample, kind: str) -> bool:

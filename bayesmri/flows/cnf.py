@@ -485,8 +485,10 @@ def _cnf_method(sample, *, n_samples=1, generator=None, device="cpu", progress=F
 
     ``sample``: a Cartesian :class:`bayesmri.data.MRISample` (``kspace (C, H, W)``, ``mask``), whose size
     and coil count must match the weights'. ``maps``: ``"espirit"``, ``"true"`` or a ``(C, H, W)`` tensor
-    (used by ``combine="sense"``). Returns a ``SamplerResult`` with ``samples (P, 1, H, W)`` complex (RSS:
-    real magnitudes stored as complex), ``diagnostics["redrawn"]`` the number of redrawn samples.
+    (used by ``combine="sense"``). Returns a ``SamplerResult`` (through ``SamplerResult.from_samples``)
+    with ``samples (P, H, W)`` complex for a ``(C, H, W)`` sample (``(P, B, H, W)`` for a batch of
+    k-spaces; RSS: real magnitudes stored as complex), ``diagnostics["redrawn"]`` the number of
+    redrawn samples.
     """
     from ..samplers.base import SamplerResult
 
@@ -513,10 +515,10 @@ def _cnf_method(sample, *, n_samples=1, generator=None, device="cpu", progress=F
         imgs = (maps.conj().unsqueeze(0) * xs).sum(2)
     else:
         imgs = torch.sqrt((xs.real**2 + xs.imag**2).sum(2)).to(xs.dtype)
-    mean = imgs.mean(0)
-    std = (imgs - mean).abs().std(0) if imgs.shape[0] > 1 else torch.zeros_like(mean.real)
+    if imgs.shape[1] == 1:  # one slice: the registry's (P, H, W)
+        imgs = imgs[:, 0]
     _sync(device)
-    return SamplerResult(samples=imgs, mean=mean, std=std, nfe=int(n_samples) + 1,
+    return SamplerResult.from_samples(imgs, nfe=int(n_samples) + 1,
                          wall_time=time.perf_counter() - t0,
                          diagnostics={"redrawn": info["redrawn"], "cond_time": info["cond_time"],
                                       "flow_time": info["flow_time"], "combine": combine})

@@ -28,6 +28,7 @@ from typing import Callable
 import torch
 
 from .._validate import as_generator, check_finite
+from ..metrics import posterior_mean_std
 from ..physics.linop import LinearOperator, cdot
 
 __all__ = [
@@ -131,20 +132,37 @@ class Measurement:
 
 @dataclass
 class SamplerResult:
-    """What a sampler returns.
+    """What a sampler (and every registered method) returns.
+
+    Shapes: ``samples (P, *image_shape)``; ``mean``, ``std`` and ``std_magnitude`` ``image_shape``. A
+    registered method run on one slice has ``image_shape = (H, W)`` (``bayesmri.methods``), so
+    ``samples (P, H, W)`` and ``mean (H, W)``; a sampler called on a batch keeps the batch axes in
+    ``image_shape`` (e.g. ``(P, B, H, W)``).
+
+    The posterior summaries are computed in one place, :meth:`from_samples` (``docs/uncertainty.md``):
+
+    * ``mean = (1/P) sum_p x_p`` (Wen eq. 19), complex for complex samples;
+    * ``std = sqrt( sum_p |x_p - mean|^2 / (P - 1) )``: the posterior std of the *complex* image (the
+      real and imaginary variances add; for real samples the usual std), so that ``std^2`` is the
+      expected squared complex error of one sample about the posterior mean;
+    * ``std_magnitude = std_p(|x_p|)`` with the same ``P - 1`` correction: the spread of the magnitude
+      image that a radiologist sees, smaller than ``std`` where the phase uncertainty dominates.
 
     Attributes
     ----------
     samples : Tensor ``(P, *image_shape)``
-    mean, std : Tensor ``image_shape``
-        Pixel-wise posterior mean (Wen eq. 19) and standard deviation (of ``|x - mean|`` for complex,
-        i.e. ``sqrt(mean |x - mean|^2)`` with the ``P - 1`` correction).
+    mean : Tensor ``image_shape``
+        Posterior mean (or a method's point estimate, e.g. PoGMDM's MAP refinement, when it says so).
+    std : Tensor ``image_shape`` (real) or None
+        Complex posterior std (above); ``None`` for deterministic methods; zeros for ``P = 1``.
     nfe : int
         Number of score (network) evaluations per chain, i.e. calls of ``prior.score`` on the batch.
     wall_time, score_time : float
         Seconds for the whole run and spent inside the score.
     diagnostics : dict
         Sampler-specific extras (noise levels, CG iterations, trajectory, ``interrupted``...).
+    std_magnitude : Tensor ``image_shape`` (real) or None
+        Std of the magnitude ``|x_p|`` (above).
     """
 
     samples: torch.Tensor
@@ -154,15 +172,23 @@ class SamplerResult:
     wall_time: float
     score_time: float = 0.0
     diagnostics: dict = field(default_factory=dict)
+    std_magnitude: torch.Tensor | None = None
 
     @classmethod
-    def from_samples(cls, samples: torch.Tensor, **kw) -> "SamplerResult":
-        mean = samples.mean(0)
-        if samples.shape[0] > 1:
-            std = ((samples - mean).abs() ** 2).sum(0).div(samples.shape[0] - 1).sqrt()
-        else:
-            std = torch.zeros(mean.shape, dtype=mean.real.dtype, device=mean.device)
-        return cls(samples=samples, mean=mean, std=std, **kw)
+    def from_samples(cls, samples: torch.Tensor, *, nfe: int = 0, wall_time: float = 0.0,
+                     **kw) -> "SamplerResult":
+        """Result with ``mean``, ``std`` and ``std_magnitude`` computed from ``samples (P, ...)``.
+
+        The one definition of the posterior std in bayesmri (class docstring, ``docs/uncertainty.md``);
+        the formula is :func:`bayesmri.metrics.posterior_mean_std` (complex deviation, ``P - 1``
+        correction, zeros for ``P = 1``). Other keywords are the dataclass fields.
+        """
+        if not isinstance(samples, torch.Tensor) or samples.ndim < 1 or samples.shape[0] < 1:
+            raise ValueError("samples must be a tensor (P, ...) with P >= 1")
+        mean, std = posterior_mean_std(samples)
+        _, std_mag = posterior_mean_std(samples.abs())
+        return cls(samples=samples, mean=mean, std=std, nfe=nfe, wall_time=wall_time,
+                   std_magnitude=std_mag, **kw)
 
     @property
     def trajectory(self):

@@ -558,10 +558,9 @@ def pogmdm_joint_method(sample, *, n_samples: int = 10, generator=None, device="
     if maps is not None:
         ref = sample.maps(maps).to(device)
         est = res.diagnostics["coil_maps_samples"]
-        x = _align_phase(res.samples, est, ref)
-        res.samples, res.mean = x, x.mean(0)
-        P = x.shape[0]
-        res.std = ((x - res.mean).abs() ** 2).sum(0).div(max(P - 1, 1)).sqrt()
+        x = _align_phase(res.samples, est, ref)  # a per-sample rotation: the summaries are recomputed
+        res = SamplerResult.from_samples(x, nfe=res.nfe, wall_time=res.wall_time, score_time=res.score_time,
+                                         diagnostics=res.diagnostics)
         res.diagnostics["map"] = _align_phase(res.diagnostics["map"], res.diagnostics["coil_maps"], ref)
     # the registry's convention (bayesmri.methods): samples (P, H, W), mean / std (H, W)
     res.diagnostics["mmse"] = res.mean

@@ -278,6 +278,7 @@ def run_sampler(name: str, sample, *, n_samples=1, generator=None, device="cpu",
     res.wall_time = time.perf_counter() - t0  # sampling plus the scale estimate
     res.samples = res.samples.reshape(res.samples.shape[0], *res.samples.shape[-2:])
     res.mean, res.std = res.mean.reshape(res.mean.shape[-2:]), res.std.reshape(res.std.shape[-2:])
+    res.std_magnitude = res.std_magnitude.reshape(res.std.shape)  # |ph| = 1: unchanged by the phase below
     if ph is not None:  # back from the demodulated variable; |ph| = 1 leaves the std map unchanged
         ph2 = ph.reshape(H, W)
         res.samples, res.mean = ph2 * res.samples.to(ph2.dtype), ph2 * res.mean.to(ph2.dtype)

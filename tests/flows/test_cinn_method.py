@@ -17,6 +17,7 @@ from bayesmri.flows.conditioning import lowres_phase, remove_lowres_phase
 from bayesmri.methods import get_method
 from bayesmri.metrics import psnr
 from bayesmri.physics.fft import fft2c, ifft2c
+from tests.test_uncertainty import check_summaries
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -60,8 +61,9 @@ def test_single_coil_cinn_mean_beats_zero_filled():
     for s in _single_coil_samples():
         r = fn(s, n_samples=8, generator=0, maps="true", weights=SINGLE_COIL_WEIGHTS)
         assert r.diagnostics["in_training_family"] is True
-        assert r.samples.shape == (8, 1, 64, 64) and r.samples.is_complex()
-        gains.append(float(psnr(r.mean[0].abs(), s.target.abs())) - _zf_psnr(s))
+        assert r.samples.shape == (8, 64, 64) and r.samples.is_complex()
+        check_summaries(r)
+        gains.append(float(psnr(r.mean.abs(), s.target.abs())) - _zf_psnr(s))
     # the shipped model gains ~4 dB over zero-filled on its own acquisition; 1.5 dB leaves room for noise
     assert sum(gains) / len(gains) > 1.5, gains
 
@@ -70,14 +72,14 @@ def test_single_coil_cinn_mean_beats_zero_filled():
 def test_cinn_scale_equivariant_and_global_phase_invariant():
     fn = get_method("cinn")
     s = _single_coil_samples(1)[0]
-    ref = fn(s, n_samples=4, generator=3, maps="true", weights=SINGLE_COIL_WEIGHTS).mean[0]
+    ref = fn(s, n_samples=4, generator=3, maps="true", weights=SINGLE_COIL_WEIGHTS).mean
     s10 = MRISample(**{**s.__dict__, "kspace": 10.0 * s.kspace, "_maps_espirit": None})
-    torch.testing.assert_close(fn(s10, n_samples=4, generator=3, maps="true", weights=SINGLE_COIL_WEIGHTS).mean[0],
+    torch.testing.assert_close(fn(s10, n_samples=4, generator=3, maps="true", weights=SINGLE_COIL_WEIGHTS).mean,
                                10.0 * ref, rtol=1e-3, atol=1e-3)
     # a global phase of the data (e.g. of a coil combination) must not change the magnitude estimate;
     # the original bug fed [re, im] of a rotated image to a model trained on real images
     sph = MRISample(**{**s.__dict__, "kspace": s.kspace * complex(math.cos(2.0), math.sin(2.0)), "_maps_espirit": None})
-    rot = fn(sph, n_samples=4, generator=3, maps="true", weights=SINGLE_COIL_WEIGHTS).mean[0]
+    rot = fn(sph, n_samples=4, generator=3, maps="true", weights=SINGLE_COIL_WEIGHTS).mean
     torch.testing.assert_close(rot.abs(), ref.abs(), rtol=1e-3, atol=2e-3)
 
 
@@ -92,7 +94,7 @@ def test_multicoil_cinn_mean_beats_zero_filled_on_demo_acquisitions():
         for s in ss:
             r = fn(s, n_samples=8, generator=0, maps="true", weights=MULTICOIL_WEIGHTS)
             assert r.diagnostics["in_training_family"] is True
-            gain += float(psnr(r.mean[0].abs(), s.target.abs())) - _zf_psnr(s)
+            gain += float(psnr(r.mean.abs(), s.target.abs())) - _zf_psnr(s)
         assert gain / len(ss) > 1.0, (pat, gain / len(ss))
 
 

@@ -5,6 +5,7 @@ from bayesmri.flows.cnf import (ConditionalNF, channels_to_complex, cnf_log_post
                                 complex_to_channels, zero_filled_and_scale)
 from bayesmri.physics import CoilImageMRI, make_mask
 from bayesmri.physics.fft import fft2c, ifft2c
+from tests.test_uncertainty import check_summaries
 
 TINY = dict(ncoils=2, img_size=(8, 8), num_levels=3, num_blocks=1, unet_chans=4, unet_pools=2, cond_chans=3,
             hidden=6, clamp=2.0)
@@ -159,14 +160,15 @@ def test_registered_method():
     s.kspace, s.mask = y[0], mask
     m = _randomise(ConditionalNF(**TINY))
     r = get_method("cnf")(s, n_samples=3, generator=0, weights=m, combine="rss")
-    assert isinstance(r, SamplerResult) and r.samples.shape == (3, 1, 8, 8) and r.mean.shape == (1, 8, 8)
+    assert isinstance(r, SamplerResult) and r.samples.shape == (3, 8, 8) and r.mean.shape == (8, 8)
+    check_summaries(r)
     # S^H with maps that are all ones on coil 0: the combination is coil 0 of the samples
     S = torch.zeros(2, 8, 8, dtype=torch.complex64)
     S[0] = 1
     r2 = get_method("cnf")(s, n_samples=3, generator=0, weights=m, maps=S)
     xs, _ = cnf_sample(m, y, mask, 3, generator=0)
-    assert torch.allclose(r2.samples[:, 0], xs[:, 0, 0], atol=1e-5)
-    assert torch.allclose(r.samples[:, 0].real, xs[:, 0].abs().pow(2).sum(1).sqrt(), atol=1e-5)
+    assert torch.allclose(r2.samples, xs[:, 0, 0], atol=1e-5)
+    assert torch.allclose(r.samples.real, xs[:, 0].abs().pow(2).sum(1).sqrt(), atol=1e-5)
     with pytest.raises(ValueError):
         get_method("cnf")(s, n_samples=1, weights=m, combine="bogus")
 

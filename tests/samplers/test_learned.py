@@ -16,6 +16,7 @@ from bayesmri.samplers import PULA, AnnealedULA, Measurement, ScoreMRI
 from bayesmri.samplers.learned import ScorePrior, data_scale, sample_prior
 import bayesmri.samplers.registered  # noqa: F401  (registers the methods on import)
 from bayesmri.samplers.registered import DEFAULTS, estimate_noise_sigma
+from tests.test_uncertainty import check_summaries
 
 METHODS = ("pula", "ula-annealed", "score-mri")
 FAST = {  # few levels: the tests check plumbing and properties, not image quality
@@ -116,6 +117,7 @@ def test_registered_method_on_tiny_sample(name, tiny_sample):
     r1 = fn(tiny_sample, n_samples=P, generator=torch.Generator().manual_seed(4), **kw)
     assert r1.samples.shape == (P, 32, 32) and r1.samples.is_complex()
     assert r1.mean.shape == (32, 32) and r1.std.shape == (32, 32)
+    check_summaries(r1)
     assert r1.nfe == NFE[name] + 1
     assert r1.wall_time > 0 and bool(torch.isfinite(r1.samples).all())
     r2 = fn(tiny_sample, n_samples=P, generator=torch.Generator().manual_seed(4), **kw)

@@ -15,6 +15,7 @@ from bayesmri.samplers.pogmdm_joint import (
     dst1,
     smoothness_prox,
 )
+from tests.test_uncertainty import check_summaries
 
 
 def _dirichlet_laplacian(n):
@@ -109,6 +110,7 @@ def test_joint_reconstruction_recovers_smooth_coil_maps(tiny_problem, prior):
     err_zf = (zf - x.abs()).norm() / x.abs().norm()
     assert float(err) < 0.7 * float(err_zf)
     assert res.samples.shape == (2, 32, 32) and res.std.shape == (32, 32) and res.nfe == len(res.diagnostics["zetas"]) - 1
+    check_summaries(res)
 
 
 def test_known_maps_mode_keeps_maps_and_plain_prior_wrapper(tiny_problem):
