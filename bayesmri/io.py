@@ -26,6 +26,9 @@ import numpy as np
 __all__ = [
     "atomic_path",
     "atomic_dir",
+    "folder_lock",
+    "check_writable",
+    "remove_stale_temporaries",
     "to_numpy",
     "save_png",
     "save_image_grid",
@@ -59,6 +62,99 @@ def _umask() -> int:
     return mask
 
 
+def _temp_prefix(path: Path) -> str:
+    # ".<name>.<pid>-": the pid lets a later run tell a leftover of a killed process (remove it) from
+    # the temporary file of a run still going on in the same folder (leave it).
+    return f".{path.name}.{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, name: str, *, legacy_age_s: float = 3600.0) -> list[Path]:
+    """Remove temporary files/folders that :func:`atomic_path` / :func:`atomic_dir` left for ``name``.
+
+    A process killed with SIGKILL (or a power cut) cannot clean up after itself; its leftovers are
+    ``.<name>.<pid>-XXXX.tmp*`` in ``folder``. An entry is removed when its process no longer exists;
+    entries in the older layout without a pid (``.<name>.XXXX.tmp*``) when older than
+    ``legacy_age_s`` seconds. Returns the removed paths.
+    """
+    import re
+    import shutil
+    import time
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    # mkstemp's random part is [a-z0-9_]: no dot, so "out" never matches the files of "out.npz"
+    pat = re.compile(re.escape(f".{name}.") + r"(?:(\d+)-)?[a-z0-9_]+\.tmp(?:\..*)?$")
+    removed = []
+    now = time.time()
+    for entry in folder.iterdir():
+        m = pat.match(entry.name)
+        if m is None:
+            continue
+        try:
+            if m.group(1) is not None:
+                if _pid_alive(int(m.group(1))):  # includes this process
+                    continue
+            elif now - entry.lstat().st_mtime < legacy_age_s:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+        except FileNotFoundError:  # removed by someone else meanwhile
+            continue
+    return removed
+
+
+def check_writable(path: str | os.PathLike, *, need_bytes: int = 0, folder: bool = True) -> Path:
+    """Check, before any compute, that ``path`` (a folder to create or fill) can be written.
+
+    Tries what the real write will do (make the parent, create and remove a file beside ``path`` and
+    inside it if it exists) instead of ``os.access``, which says yes to root on a read-only mount.
+    ``need_bytes`` is compared with the free space of the file system. Raises ``OSError`` or
+    ``ValueError`` with one line naming ``path``.
+    """
+    import shutil
+
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise ValueError(f"output path {path} exists and is not a folder")
+    parent = path.parent
+    for up in [parent, *parent.parents]:
+        if up.exists():
+            if not up.is_dir():
+                raise ValueError(f"cannot create {path}: {up} is a file, not a folder")
+            break
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"cannot create the folder {parent} for {path}: {exc.strerror or exc}") from None
+    for where in ([parent, path] if path.is_dir() else [parent]):
+        try:
+            fd, probe = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=where)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise OSError(f"cannot write to {where} (output {path}): {exc.strerror or exc}") from None
+    if need_bytes > 0:
+        free = shutil.disk_usage(parent).free
+        if free < need_bytes:
+            raise OSError(f"not enough free space for {path}: about {need_bytes / 2**20:.0f} MiB needed, "
+                          f"{free / 2**20:.0f} MiB free")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
@@ -68,7 +164,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + _suffixes(path), dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp" + _suffixes(path), dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -85,28 +181,94 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+def folder_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Exclusive ``flock`` on the folder ``path`` itself (blocking): one writer at a time per folder.
+
+    Runs that share an output folder hold it around read-merge-write of shared files, so that two
+    concurrent runs never lose each other's entries. Locking the folder's own descriptor leaves no
+    lock file behind among the outputs.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _merge_json(old_path: Path, new_path: Path) -> None:
+    # Top-level keys of the new file replace those of the old one; the old file's other keys stay;
+    # a new value of null removes the key. An empty result removes the file.
+    new = load_json(new_path)
+    try:
+        old = load_json(old_path) if old_path.exists() else {}
+    except (ValueError, OSError):
+        old = {}  # a corrupt file cannot be merged: the new one replaces it
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return
+    merged = {k: v for k, v in {**old, **new}.items() if v is not None}
+    if merged:
+        save_json(new_path, merged)
+    else:
+        new_path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            old_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, *, replace: Sequence[str] = (), merge_json: Sequence[str] = ()) -> Iterator[Path]:
     """Yield an empty staging folder beside ``path``; move its contents into ``path`` on success.
 
     Used by commands that write several files: if anything fails, the staging folder is deleted
     and ``path`` is left as it was (not even created). On success each top-level entry replaces
     the entry of the same name in ``path``; other files already in ``path`` are kept.
+
+    Parameters
+    ----------
+    path : folder to fill.
+    replace : names in ``path`` that belong to this run's kind of output (e.g. every file a method
+        writes): those the stage does not hold are removed in the same commit, so no stale file of an
+        earlier run of the same method stays beside the new ones.
+    merge_json : names of JSON files (objects) that are merged rather than replaced: the staged
+        file's top-level keys replace the existing file's, other keys are kept; a staged value of
+        ``null`` removes the key (and an empty result the file).
+
+    The commit (merge, removals, renames) runs under :func:`folder_lock`, so concurrent runs into one
+    folder serialise and lose nothing, with SIGINT/SIGTERM deferred until it is complete. Leftover
+    staging folders of killed runs are removed first.
     """
     import shutil
+
+    from . import _interrupt
 
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"output path {path} exists and is not a folder")
     path.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_stale_temporaries(path.parent, path.name)
+    stage = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         yield stage
-        path.mkdir(exist_ok=True)
-        for entry in sorted(stage.iterdir()):
-            dest = path / entry.name
-            if dest.is_dir() and not dest.is_symlink():
-                shutil.rmtree(dest)
-            os.replace(entry, dest)
+        with _interrupt.deferred(), folder_lock(path):
+            for name in merge_json:
+                if (stage / name).exists():
+                    _merge_json(path / name, stage / name)
+            for name in replace:
+                old = path / name
+                if not (stage / name).exists() and (old.exists() or old.is_symlink()):
+                    if old.is_dir() and not old.is_symlink():
+                        shutil.rmtree(old)
+                    else:
+                        old.unlink()
+            for entry in sorted(stage.iterdir()):
+                dest = path / entry.name
+                if dest.is_dir() and not dest.is_symlink():
+                    shutil.rmtree(dest)
+                os.replace(entry, dest)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 

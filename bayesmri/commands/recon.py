@@ -14,7 +14,10 @@ succeeded: a failed run leaves no output behind.
 from __future__ import annotations
 
 import math
+import os
+import signal
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +123,7 @@ def run_method(name: str, samples, *, n_samples: int = 1, seed: int = 0, device=
     SamplerResult with ``samples (P, S, H, W)``, ``mean (S, H, W)``, ``std (S, H, W)`` or None,
     ``nfe`` per slice and sample, ``wall_time`` summed over slices (seconds), all on the CPU.
     """
+    from .. import _interrupt
     from ..methods import SamplerResult, method_info
 
     info = method_info(name)
@@ -130,7 +134,14 @@ def run_method(name: str, samples, *, n_samples: int = 1, seed: int = 0, device=
     outs = []
     for i, sample in enumerate(samples):
         gen = torch.Generator(device=dev).manual_seed(int(seed) + i)
-        outs.append(info.fn(sample, n_samples=P, generator=gen, device=str(dev), progress=progress, **kw))
+        r = info.fn(sample, n_samples=P, generator=gen, device=str(dev), progress=progress, **kw)
+        # The samplers catch Ctrl-C and return the chains they have: that is a cut-short result, not
+        # this slice's answer. Stop here (no further slices) and let the caller write nothing.
+        _interrupt.raise_if_pending(f"during slice {i} of {name}")
+        diag = getattr(r, "diagnostics", None) or {}
+        if diag.get("interrupted") and kw.get("max_time") is None:
+            raise KeyboardInterrupt(f"{name} was interrupted during slice {i}")
+        outs.append(r)
         if on_slice is not None:
             on_slice()
 
@@ -202,9 +213,6 @@ def load_h5_samples(path: Path):
 
     from ..data import MRISample
     from ..data.fastmri import read_fastmri_h5
-    from ..data.sample import percentile_scale
-    from ..physics.coils import rss
-    from ..physics.fft import ifft2c
 
     vol = read_fastmri_h5(path)  # validates layout; one-line ValueError naming the file
     with h5py.File(path, "r") as f:
@@ -215,25 +223,33 @@ def load_h5_samples(path: Path):
     acs2d = attrs.get("bayesmri_num_acs")
     acs2d = tuple(int(a) for a in np.asarray(acs2d).reshape(-1)) if acs2d is not None else None
     samples, refs = [], []
+    ref_ok = True
     for i in range(vol.num_slices):
         k = vol.read_slice(i)  # (C, H, W)
         H, W = k.shape[-2:]
+        if not bool(torch.isfinite(torch.view_as_real(k)).all()):
+            raise ValueError(f"{path}: kspace slice {i} contains NaN or Inf")
         sampled = (k != 0).any(0)
-        if file_mask is not None and file_mask.shape in ((W,), (H, W)):
-            mask = torch.from_numpy(file_mask.astype(np.float32))
-        elif bool((sampled == sampled[:1]).all()):  # identical rows: a 1-D (phase-encode) pattern
-            mask = sampled[0].to(torch.float32)
-        else:
-            mask = sampled.to(torch.float32)
-        if not bool(mask.any()):
-            raise ValueError(f"{path}: slice {i} has no sampled k-space")
-        scale = percentile_scale(rss(ifft2c(k), dim=-3), 0.95)
+        if not bool(sampled.any()):
+            raise ValueError(f"{path}: slice {i} has no sampled k-space (all zeros)")
+        derived = sampled[0].to(torch.float32) if bool((sampled == sampled[:1]).all()) else sampled.to(torch.float32)
+        mask = derived
+        if file_mask is not None:
+            mask = _check_file_mask(path, i, file_mask, sampled, derived)
+        scale, k = _normalise(k)
         acs = acs2d if (mask.ndim == 2 and acs2d is not None and len(acs2d) == 2) else None
-        samples.append(MRISample(kspace=k / scale, img_shape=(H, W), mask=mask, scale=scale, num_acs=acs,
+        samples.append(MRISample(kspace=k, img_shape=(H, W), mask=mask, scale=scale, num_acs=acs,
                                  metadata={"fname": Path(path).name, "slice": i}))
         ref = vol.read_target(i)
-        if ref is not None:
-            refs.append(ref / scale)
+        if ref is not None and ref_ok:
+            if not bool(torch.isfinite(ref).all()):
+                # The reference is only for the metrics: keep the reconstruction, skip the scores.
+                warnings.warn(f"{path}: the reference image of slice {i} contains NaN or Inf; "
+                              "metrics are skipped, the reconstruction is written", stacklevel=2)
+                ref_ok = False
+            else:
+                refs.append((ref.double() / scale).to(torch.float32))
+    refs = refs if ref_ok else []
     reference = torch.stack(refs) if len(refs) == vol.num_slices and refs else None
     pattern = attrs.get("bayesmri_pattern")
     R = attrs.get("bayesmri_acceleration")
@@ -242,6 +258,54 @@ def load_h5_samples(path: Path):
 
         pattern = pattern_name(str(pattern), round(float(R), 2))
     return samples, reference, pattern or "input"
+
+
+def _check_file_mask(path, i: int, file_mask: np.ndarray, sampled: torch.Tensor, derived: torch.Tensor):
+    """The file's ``mask`` dataset if it agrees with the nonzero k-space of slice ``i``, else ``derived``.
+
+    A mask that marks unsampled locations as measured makes the likelihood pull them to zero (CG-SENSE
+    loses ~6 dB); one that omits measured locations throws data away. Either way the data decide:
+    warn, naming both masks, and use the mask derived from the data. Measured-but-zero columns (the
+    zero padding of fastMRI k-space) are allowed up to 1/8 of the mask.
+    """
+    H, W = sampled.shape
+    fm = np.asarray(file_mask)
+    if fm.shape not in ((W,), (H, W)):
+        warnings.warn(f"{path}: dataset 'mask' has shape {fm.shape}, not ({W},) or ({H}, {W}); "
+                      f"using the mask derived from the nonzero k-space instead", stacklevel=3)
+        return derived
+    m = torch.from_numpy(fm.astype(np.float32))
+    m2 = (m.reshape(1, W) if m.ndim == 1 else m).expand(H, W) > 0
+    data_off_mask = int((sampled & ~m2).sum())
+    mask_no_data = int((m2 & ~sampled).sum())
+    if data_off_mask == 0 and mask_no_data <= int(m2.sum()) // 8:
+        return m
+    from ..physics.masks import acceleration_of
+
+    warnings.warn(
+        f"{path}: dataset 'mask' disagrees with the sampled k-space of slice {i} ({data_off_mask} measured "
+        f"points outside it, {mask_no_data} of its points without data; file mask R="
+        f"{acceleration_of(m, (H, W)):.2f}); using the mask derived from the nonzero k-space "
+        f"(R={acceleration_of(derived, (H, W)):.2f}, {'1-D' if derived.ndim == 1 else '2-D'})", stacklevel=3)
+    return derived
+
+
+def _normalise(k: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """``(scale, k / scale)`` with ``scale`` the 95th percentile of the zero-filled RSS (GUIDE section 1).
+
+    Computed after dividing by the peak magnitude in double precision: squares of k-space stored at
+    1e-25 underflow (and at 1e36 overflow) in float32, which made the percentile 0 or inf and the
+    image blank. Any finite, nonzero scale of the data now gives the same normalised slice.
+    """
+    from ..data.sample import percentile_scale
+    from ..physics.coils import rss
+    from ..physics.fft import ifft2c
+
+    kd = k.to(torch.complex128)
+    peak = float(kd.abs().max())
+    kd = kd / peak
+    rel = percentile_scale(rss(ifft2c(kd), dim=-3), 0.95)
+    return peak * rel, (kd / rel).to(torch.complex64)
 
 
 def write_result(stage: Path, name: str, res, *, array_format: str = "npz", keep_samples: int = 8, voxel_size=(1, 1, 1)):
@@ -282,6 +346,30 @@ def _save_stack_png(path, stack, title, cmap="gray", max_slices=8):
 
 
 # --------------------------------------------------------------------------------------------------
+def method_files(name: str) -> list[str]:
+    """Every file name :func:`write_result` can write for method ``name`` (stale ones are removed)."""
+    return [f"{name}_mean.nii.gz", f"{name}_mean.png", f"{name}_std.nii.gz", f"{name}_std.png",
+            f"{name}.npz", f"{name}.h5"]
+
+
+def check_threads(threads: int) -> int:
+    """``threads`` if it is between 1 and the number of CPU cores, else a ``ValueError``.
+
+    More threads than cores makes torch's thread pool fight itself (a 3 s job took 162 s with 10000).
+    """
+    cores = os.cpu_count() or 1
+    if not 1 <= threads <= cores:
+        raise ValueError(f"--threads must be between 1 and the {cores} CPU core(s) of this machine, got {threads}")
+    return threads
+
+
+def output_bytes(shape: tuple[int, int, int], n_samples: int, keep_samples: int) -> int:
+    """Upper bound of the bytes :func:`write_result` writes for ``S`` slices of ``H x W`` (uncompressed)."""
+    S, H, W = shape
+    per_pixel = 4 + 4 + 8 + 4 + 8 * min(int(keep_samples), int(n_samples))  # niftis, mean, std, samples
+    return S * H * W * per_pixel + (4 << 20)  # PNGs and headers
+
+
 def run(args) -> int:
     from ..methods import method_info
 
@@ -290,8 +378,7 @@ def run(args) -> int:
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
     if args.keep_samples < 0:
         raise ValueError(f"--keep-samples must be >= 0, got {args.keep_samples}")
-    if args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    check_threads(args.threads)
     device = resolve_device(args.device)
     path = check_input_file(args.input)
     previous = torch.get_num_threads()
@@ -304,27 +391,43 @@ def run(args) -> int:
 
 def _run(args, path: Path, device) -> int:
     from .. import io
+    from ..methods import method_info
 
     out = args.out if args.out is not None else path.with_name(f"{path.stem}_{args.method}")
-
     samples, reference, pattern = load_h5_samples(path)
+    S = len(samples)
+    H, W = samples[0].img_shape
+    P = int(args.samples) if method_info(args.method).stochastic else 1
+    # Fail before the compute, not after it: a folder that cannot be written or a full disk.
+    io.check_writable(out, need_bytes=output_bytes((S, H, W), P, args.keep_samples))
     progress = not args.no_progress
     from tqdm.auto import tqdm
 
-    with tqdm(total=len(samples), desc=f"recon {args.method}", disable=not progress, file=sys.stderr) as bar:
-        res = run_method(args.method, samples, n_samples=args.samples, seed=args.seed, device=device,
-                         maps="espirit", on_slice=lambda: bar.update(1))
-    S, P = int(res.mean.shape[0]), int(res.samples.shape[0])
-    with io.atomic_dir(out) as stage:
-        write_result(stage, args.method, res, array_format=args.array_format, keep_samples=args.keep_samples)
-        if reference is not None:
-            row = schema_row(res, reference)
-            io.save_json(stage / "metrics.json", {args.method: {pattern: row}})
-            print(
-                f"{args.method} on {path.name} ({S} slices, {P} sample(s)): PSNR {row['psnr']:.2f} dB, "
-                f"SSIM {row['ssim']:.4f}, NMSE {row['nmse']:.4g}, {row['time_per_sample_s']:.3g} s/sample"
-            )
-        else:
-            print(f"{args.method} on {path.name}: {S} slices, {P} sample(s), {res.wall_time:.3g} s (no ground truth)")
+    from .. import _interrupt
+
+    # The staging folder exists from here on, so an interrupted or failed run leaves `out` untouched;
+    # the commit replaces this method's files (stale ones removed) and merges metrics.json per method.
+    try:
+        with io.atomic_dir(out, replace=method_files(args.method), merge_json=["metrics.json"]) as stage:
+            with tqdm(total=S, desc=f"recon {args.method}", disable=not progress, file=sys.stderr) as bar:
+                res = run_method(args.method, samples, n_samples=args.samples, seed=args.seed, device=device,
+                                 maps="espirit", progress=progress, on_slice=lambda: bar.update(1))
+            S, P = int(res.mean.shape[0]), int(res.samples.shape[0])
+            write_result(stage, args.method, res, array_format=args.array_format, keep_samples=args.keep_samples)
+            if reference is not None:
+                row = schema_row(res, reference)
+                io.save_json(stage / "metrics.json", {args.method: {pattern: row}})
+                summary = (f"{args.method} on {path.name} ({S} slices, {P} sample(s)): PSNR {row['psnr']:.2f} dB, "
+                           f"SSIM {row['ssim']:.4f}, NMSE {row['nmse']:.4g}, {row['time_per_sample_s']:.3g} s/sample")
+            else:
+                # no scores for this run: drop this method's entry of an earlier run (null removes it)
+                io.save_json(stage / "metrics.json", {args.method: None})
+                summary = f"{args.method} on {path.name}: {S} slices, {P} sample(s), {res.wall_time:.3g} s (no ground truth)"
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", None) or _interrupt.pending() or signal.SIGINT
+        kept = (f"the results were written to {out} before stopping" if getattr(exc, "deferred", False)
+                else f"nothing written, {out} left as it was")
+        raise _interrupt.Interrupted(signum, f"{exc or 'interrupted'}; {kept}") from None
+    print(summary)
     print(f"wrote {out}")
     return 0

@@ -12,6 +12,7 @@ and the file is written by :func:`bayesmri.data.fastmri.write_fastmri_h5` (atomi
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +116,19 @@ def run(args) -> int:
         raise ValueError(f"--out must be a .h5 file, got {str(out)!r}")
     if out.exists() and out.is_dir():
         raise ValueError(f"--out {out} is a folder; give a .h5 file name")
+    # argparse's float() accepts inf and nan; neither is an SNR (or an acceleration)
+    if not math.isfinite(args.snr):
+        raise ValueError(f"--snr must be a finite number of dB, got {args.snr}")
+    if not (math.isfinite(args.acceleration) and args.acceleration >= 1):
+        raise ValueError(f"--acceleration must be a finite number >= 1, got {args.acceleration}")
+    # bounds that keep one slice's arrays far below a workstation's memory (2048^2 x 128 coils = 4 GiB)
+    if not 1 <= args.coils <= 128:
+        raise ValueError(f"--coils must be between 1 and 128, got {args.coils}")
+    if not 16 <= args.size <= 2048:
+        raise ValueError(f"--size must be between 16 and 2048, got {args.size}")
+    from .. import io
+
+    io.check_writable(out, folder=False)
     samples = simulate_builtin(
         args.split, args.slices, args.pattern, args.acceleration, args.coils, args.snr, args.seed, args.size
     )
