@@ -27,7 +27,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["PatchScore", "TILING_MODES"]
+__all__ = ["PatchScore", "TILING_MODES", "prior_for_size"]
 
 TILING_MODES = ("tiled", "whole")
 
@@ -161,3 +161,31 @@ class PatchScore(nn.Module):
         S = patch - 2 * margin
         ny, nx = (H + (S - 1) / 2) / S, (W + (S - 1) / 2) / S
         return math.ceil(ny) * math.ceil(nx) * patch**2 / (H * W)
+
+
+def prior_for_size(model: nn.Module, shape, tiling: str = "auto", patch: int | None = None, margin: int = 0,
+                   seed: int = 0) -> nn.Module:
+    """The network, or a :class:`PatchScore` around it, ready for real images of ``shape = (H, W)``.
+
+    ``tiling``: ``"tiled"`` / ``"whole"`` wrap the network in that mode; ``"none"`` returns it unchanged
+    (it must accept ``(H, W)``); ``"auto"`` tiles a network trained on crops (its exported metadata has
+    ``prior.training_crop``) with ``patch`` = the crop, evaluates any other network on the whole image, and
+    pads only when ``H, W`` are not multiples of its down-sampling factor. ``patch`` defaults to the
+    training crop (or 64).
+    """
+    if tiling not in ("auto", "none") + TILING_MODES:
+        raise ValueError(f"tiling must be 'auto', 'none', 'tiled' or 'whole', got {tiling!r}")
+    if tiling == "none" or isinstance(model, PatchScore):
+        return model
+    meta = getattr(model, "meta", None) or {}
+    crop = (meta.get("prior") or {}).get("training_crop") if isinstance(meta, dict) else None
+    patch = int(patch or (crop[0] if crop else 64))
+    if tiling == "auto":
+        if crop:
+            tiling = "tiled"
+        else:
+            k = 2 ** (int(getattr(model, "num_levels", 1)) - 1)
+            if all(int(n) % k == 0 for n in shape):
+                return model
+            tiling = "whole"
+    return PatchScore(model, patch=patch, mode=tiling, margin=margin, seed=seed)

@@ -20,7 +20,10 @@ Options common to the three methods: ``maps`` ("espirit"|"true"), ``prior`` (a
 :class:`~bayesmri.samplers.learned.ScorePrior`, a network with ``score``, or ``None`` for the shipped
 weights), ``weights`` (name or path of safetensors weights), ``scale`` (``"auto"`` or a float),
 ``noise_sigma``, ``chunk_size``, ``max_time`` (seconds; stop early and keep the chains), ``phase``,
-``phase_width`` and ``phase_degree`` (below), plus each sampler's own parameters (:data:`DEFAULTS`).
+``phase_width`` and ``phase_degree`` (below), ``tiling`` / ``tile_patch`` / ``tile_margin`` (how the network
+meets the image size: :func:`bayesmri.priors.patch.prior_for_size`; ``"auto"`` tiles a prior trained on crops
+with random offsets, PaDIS, and pads any other network to a multiple of its down-sampling factor), plus each
+sampler's own parameters (:data:`DEFAULTS`).
 
 **Phase.** The network models magnitude-like (real, non-negative) images, while MR images carry a
 smooth phase; applied to the real and imaginary parts of ``m exp(i phi)`` (Chung & Ye Alg. 3) it sees
@@ -61,12 +64,13 @@ import torch
 from ..methods import prepare, register_method
 from .base import Measurement
 from ..physics.phase import PhaseModulated, RealInput, fit_smooth_phase, lowres_phase
+from ..priors.patch import prior_for_size
 from .learned import DEFAULT_SCORE_WEIGHTS, ScorePrior, data_scale, least_squares_image, load_default_score_prior
 
 __all__ = ["DEFAULTS", "BENCH_OPTIONS", "DEMO_OPTIONS", "estimate_noise_sigma", "resolve_prior", "run_sampler"]
 
 _COMMON = {"maps", "prior", "weights", "scale", "noise_sigma", "chunk_size", "max_time", "phase", "phase_width",
-           "phase_degree"}
+           "phase_degree", "tiling", "tile_patch", "tile_margin"}
 
 #: Low-resolution phase window, as a fraction of the image size (64x64: the central 26x26 frequencies);
 #: 0.2 was best of {0.1, 0.2, 0.3} on 4 val slices at 64x64 (docs/samplers.md).
@@ -215,6 +219,13 @@ def _build(name: str, p: dict, a: float):
     return ScoreMRI(sigma_max=smax, sigma_min=smin, split_complex=True, **p)
 
 
+def _tiling_seed(generator) -> int:
+    """Seed of the tiling offsets, from the run's generator or seed without drawing from it."""
+    if isinstance(generator, torch.Generator):
+        return int(generator.initial_seed() % (2**63))
+    return int(generator) if isinstance(generator, int) else 0
+
+
 def run_sampler(name: str, sample, *, n_samples=1, generator=None, device="cpu", progress=False, **options):
     """Run the diffusion method ``name`` on one :class:`~bayesmri.data.MRISample`.
 
@@ -238,6 +249,13 @@ def run_sampler(name: str, sample, *, n_samples=1, generator=None, device="cpu",
 
         p["cg_iter"] = CG_ITER_NONCARTESIAN if isinstance(op, NonCartesianMRI) else CG_ITER_CARTESIAN
     prior = resolve_prior(options.get("prior"), options.get("weights"), device, options.get("chunk_size"))
+    H, W = op.domain_shape[-2:]
+    tiling = options.get("tiling", "auto")
+    net = prior_for_size(prior.model, (H, W), tiling, options.get("tile_patch"), int(options.get("tile_margin", 0)),
+                         seed=_tiling_seed(generator))
+    if net is not prior.model:
+        prior = ScorePrior(net, chunk_size=prior.chunk_size, sigma_range=prior.sigma_range,
+                           image_mean_quantiles=prior.image_mean_quantiles)
     phase = options.get("phase", PHASE)
     if phase not in PHASE_MODES:
         raise ValueError(f"phase must be one of {', '.join(map(repr, PHASE_MODES))}, got {phase!r}")
@@ -256,7 +274,6 @@ def run_sampler(name: str, sample, *, n_samples=1, generator=None, device="cpu",
     a = data_scale(op, y, x_ls=x_ls) if auto else float(scale)
     if not (math.isfinite(a) and a > 0):
         raise ValueError(f"scale must be 'auto' or a positive number, got {scale!r}")
-    H, W = op.domain_shape[-2:]
     ph = None
     if phase != "none":
         if phase.startswith("fit"):
@@ -289,7 +306,7 @@ def run_sampler(name: str, sample, *, n_samples=1, generator=None, device="cpu",
 
 
 _DOC = (" Options: {}; common: maps, prior, weights, scale, noise_sigma, chunk_size, max_time, phase, "
-        "phase_width, phase_degree.")
+        "phase_width, phase_degree, tiling, tile_patch, tile_margin.")
 
 
 @register_method("pula", "diffusion prior, exact likelihood, preconditioned ULA (Holliber, Uecker et al.)",

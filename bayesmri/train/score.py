@@ -316,6 +316,9 @@ def cli_add_arguments(parser) -> None:
                              "random crops of 1 mm MNI slices with contrast, skull, bias, zoom (0.6-1.5 mm) and "
                              "elastic augmentation (bayesmri.data.synth), for priors that work at every matrix size")
     parser.add_argument("--crop", type=int, default=64, help="crop size in pixels with --data native (default 64)")
+    parser.add_argument("--pixel-mm", default="0.6,2.0",
+                        help="with --data native: range of the drawn pixel size in mm, 'LO,HI' (default 0.6,2.0: "
+                             "320 px at 0.7 mm to 128 px at 1.75 mm)")
     parser.add_argument("--init-from", default=None,
                         help="start from these weights (shipped name or .safetensors path, same architecture)")
     parser.add_argument("--sigma-min", type=float, default=SIGMA_MIN)
@@ -385,11 +388,15 @@ def _run_native(args, cfg) -> int:
     from bayesmri.data.synth import BrainSliceSynthesizer
     from bayesmri.priors.score_unet import build_score_unet
 
-    synth = BrainSliceSynthesizer("train", crop=args.crop)
+    try:
+        lo, hi = (float(v) for v in str(args.pixel_mm).split(","))
+    except ValueError:
+        raise ValueError(f"--pixel-mm must be 'LO,HI' in mm, got {args.pixel_mm!r}") from None
+    synth = BrainSliceSynthesizer("train", crop=args.crop, pixel_mm=(lo, hi))
     g = torch.Generator().manual_seed(cfg.seed + 12345)
     probe = synth(256, g)[:, 0]
     sigma_max = args.sigma_max or sigma_max_from_data(probe)
-    whole = BrainSliceSynthesizer("train", crop=0)
+    whole = BrainSliceSynthesizer("train", crop=0, pixel_mm=(lo, hi))
     means = torch.stack([whole(1, g)[0, 0].mean() for _ in range(64)])
     torch.manual_seed(cfg.seed)
     model = build_score_unet(args.config)

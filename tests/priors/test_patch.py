@@ -100,3 +100,32 @@ def test_score_prior_accepts_the_wrapper_for_complex_images():
 def test_bad_settings_are_one_clear_error(bad):
     with pytest.raises(ValueError):
         PatchScore(PixelGaussian(), **{**dict(patch=16, multiple=8), **bad})
+
+
+def test_prior_for_size_tiles_crop_trained_networks_and_pads_others_only_when_needed():
+    from bayesmri.priors.patch import prior_for_size
+
+    net = build_score_unet("small64")
+    assert prior_for_size(net, (64, 72)) is net  # multiples of 8: the network as it is
+    w = prior_for_size(net, (60, 70))
+    assert isinstance(w, PatchScore) and w.mode == "whole"
+    net.meta = {"prior": {"training_crop": [32, 32]}}
+    w = prior_for_size(net, (64, 64))
+    assert isinstance(w, PatchScore) and w.mode == "tiled" and w.patch == 32
+    assert prior_for_size(net, (64, 64), "none") is net
+    with pytest.raises(ValueError, match="tiling"):
+        prior_for_size(net, (64, 64), "bogus")
+
+
+def test_diffusion_methods_run_at_a_size_that_is_not_a_multiple_of_the_network_factor():
+    from bayesmri.data import simulate_acquisition
+    from bayesmri.methods import get_method
+    from bayesmri.physics.masks import make_mask
+
+    g = torch.Generator().manual_seed(0)
+    mag = torch.zeros(60, 44)
+    mag[10:50, 8:36] = 1.0
+    s = simulate_acquisition(mag, mask=make_mask("gro", (60, 44), 2, seed=0), ncoils=4, snr_db=30, seed=0)
+    for name, opts in (("pula", dict(n_levels=2)), ("score-mri", dict(n_levels=4)), ("ula-annealed", dict(n_levels=2))):
+        res = get_method(name)(s, n_samples=2, generator=g, maps="true", **opts)
+        assert res.mean.shape == (60, 44) and bool(torch.isfinite(res.mean).all())
