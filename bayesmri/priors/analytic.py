@@ -24,7 +24,8 @@ from .._validate import as_generator, check_finite
 from ..physics.fft import fft2c, ifft2c
 from ..physics.linop import LinearOperator
 
-__all__ = ["DenseOperator", "GaussianMixturePrior", "GaussianPrior", "StationaryGaussianPrior"]
+__all__ = ["DenseOperator", "GaussianMixturePrior", "GaussianPrior", "StationaryGaussianPrior",
+           "gaussian_mixture_image_prior"]
 
 
 class DenseOperator(LinearOperator):
@@ -231,3 +232,35 @@ class StationaryGaussianPrior:
     def precision_apply(self, x: torch.Tensor) -> torch.Tensor:
         """``S^{-1} x`` (Wirtinger convention: ``CN(mu, S)`` has density ``exp(-(x-mu)^H S^{-1} (x-mu))``)."""
         return ifft2c(fft2c(x) / self.power)
+
+
+def gaussian_mixture_image_prior(shape=(8, 8), weights=(0.45, 0.35, 0.2), scales=(0.05, 0.1, 0.2),
+                                 dtype: torch.dtype = torch.complex128) -> GaussianMixturePrior:
+    """A small complex image mixture with exact scores, for calibration tests (``bayesmri.samplers.sbc``).
+
+    Component ``k`` is ``CN(mu_k, S_k)`` on ``(H, W)`` images: ``mu_k`` a disc, a ring and an off-centre
+    square (magnitude 1) with a smooth linear phase, ``S_k = scales_k F^H diag(p_k) F`` a stationary
+    covariance whose power spectrum ``p_k = 0.05 + 1 / (1 + |k|^2 / r_k^2)`` (``r_k = 1, 2, 3``
+    frequency units) makes smooth correlated images. Dense ``(HW, HW)`` covariances: small images only.
+    """
+    H, W = shape
+    K = len(weights)
+    if len(scales) != K or K > 3:
+        raise ValueError("weights and scales must have the same length, at most 3 components")
+    real = torch.float64 if dtype == torch.complex128 else torch.float32
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, H, dtype=real), torch.linspace(-1, 1, W, dtype=real),
+                            indexing="ij")
+    rr = torch.sqrt(xx**2 + yy**2)
+    shapes = [(rr < 0.7), (rr > 0.45) & (rr < 0.95), (xx.abs() < 0.45) & ((yy - 0.3).abs() < 0.45)]
+    phase = torch.polar(torch.ones_like(xx), 0.6 * xx - 0.3 * yy)
+    means = torch.stack([shapes[k].to(real) * phase for k in range(K)]).to(dtype)
+    ky = (torch.arange(H, dtype=real) - H // 2)[:, None]
+    kx = (torch.arange(W, dtype=real) - W // 2)[None, :]
+    basis = torch.eye(H * W, dtype=dtype).reshape(H * W, H, W)
+    covs = []
+    for k in range(K):
+        p = 0.05 + 1.0 / (1.0 + (ky**2 + kx**2) / float(k + 1) ** 2)
+        p = p / p.mean()  # unit mean pixel variance before the scale
+        cols = ifft2c(p.to(dtype) * fft2c(basis)).reshape(H * W, H * W)  # row j = S e_j, so S = cols^T
+        covs.append(float(scales[k]) * cols.T)
+    return GaussianMixturePrior(means, torch.stack(covs), torch.tensor(weights, dtype=real))

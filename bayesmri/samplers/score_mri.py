@@ -98,7 +98,8 @@ class ScoreMRI(Sampler):
                  sigma_min: float = 0.01, snr: float = 0.16, mode: str = "complex", split_complex: bool = True,
                  lam: float = 1.0, hybrid_every: int = 1, lam_start: float = 1.0, lam_end: float = 0.2,
                  t0: float = 1.0, dc_norm: float | None = None, final_denoise: bool = False,
-                 noisy_data: bool = False, dc_cg_iter: int = 0):
+                 noisy_data: bool = False, dc_cg_iter: int = 0,
+                 likelihood: str = "project", lik_cap: float = 0.5):
         if mode not in ("complex", "real", "ssos", "hybrid"):
             raise ValueError(f"mode must be one of 'complex', 'real', 'ssos', 'hybrid', got {mode!r}")
         if n_levels < 1 or n_corrector < 0 or hybrid_every < 1:
@@ -118,6 +119,13 @@ class ScoreMRI(Sampler):
         if dc_cg_iter < 0:
             raise ValueError(f"dc_cg_iter must be >= 0, got {dc_cg_iter}")
         self.dc_cg_iter = int(dc_cg_iter)
+        if likelihood not in ("project", "annealed"):
+            raise ValueError(f"likelihood must be 'project' (eq. 12) or 'annealed', got {likelihood!r}")
+        if likelihood == "annealed" and mode in ("ssos", "hybrid"):
+            raise ValueError("likelihood='annealed' needs mode 'complex' or 'real' (one image, one likelihood)")
+        if not 0 < lik_cap <= 1:
+            raise ValueError(f"lik_cap must be in (0, 1], got {lik_cap}")
+        self.likelihood, self.lik_cap = likelihood, float(lik_cap)
 
     def sigma(self, t: float) -> float:
         return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
@@ -131,8 +139,11 @@ class ScoreMRI(Sampler):
         e = 2 * (self.snr * batch_norm(xi) / batch_norm(s).clamp_min(1e-30)) ** 2
         return e, None
 
-    def _langevin(self, x, s, xi, split):
+    def _langevin(self, x, s, xi, split, cap: float | None = None):
         er, ei = self._corrector_eps(s, xi, split)
+        if cap is not None:  # stability of the likelihood part: eps <= lik_cap / Lipschitz
+            er = er.clamp_max(cap)
+            ei = None if ei is None else ei.clamp_max(cap)
         if ei is None:
             return x + er * s + torch.sqrt(2 * er) * xi
         re = x.real + er * s.real + torch.sqrt(2 * er) * xi.real
@@ -176,6 +187,13 @@ class ScoreMRI(Sampler):
         lam = self.lam * dc_scale
 
         nu2 = meas.sigma**2 / 2  # measurement noise variance per real component
+        annealed = self.likelihood == "annealed"
+
+        def lik(v, sig):
+            """``c / rho^2 A^H (y - A v)`` with ``rho^2 = nu^2 + c ||A||^2 sig^2``, and its Lipschitz constant."""
+            rho2 = meas.sigma**2 + meas.c * L * sig**2
+            gl = (meas.c / rho2) * AH(y - A(v))
+            return (gl.real if mode == "real" else gl), meas.c * L / rho2
 
         def dc(v, lam_, sig):
             yy = y
@@ -218,14 +236,22 @@ class ScoreMRI(Sampler):
             i = i0 - 1 - j
             s_hi, s_lo = self.sigma((i + 1) / self.n_levels), self.sigma(i / self.n_levels)
             d2 = s_hi**2 - s_lo**2
-            # predictor (eq. 11)
-            x = x + d2 * prior_fn(x, s_hi) + math.sqrt(d2) * white_noise(shape, dtype, x.device, g)
-            x = dc(x, lam, s_lo)
+            # predictor (eq. 11); annealed: the posterior score (stable: d2 c L / rho^2 < 1)
+            drift = prior_fn(x, s_hi)
+            if annealed:
+                drift = drift + lik(x, s_hi)[0]
+            x = x + d2 * drift + math.sqrt(d2) * white_noise(shape, dtype, x.device, g)
+            if not annealed:
+                x = dc(x, lam, s_lo)
             # corrector(s) (eq. 15)
             for _ in range(self.n_corrector):
                 xi = white_noise(shape, dtype, x.device, g)
-                x = self._langevin(x, prior_fn(x, s_lo), xi, split)
-                x = dc(x, lam, s_lo)
+                if annealed:
+                    gl, lip = lik(x, s_lo)
+                    x = self._langevin(x, prior_fn(x, s_lo) + gl, xi, split, cap=self.lik_cap / lip)
+                else:
+                    x = self._langevin(x, prior_fn(x, s_lo), xi, split)
+                    x = dc(x, lam, s_lo)
             if mode == "hybrid" and i % self.hybrid_every == 0:
                 frac = hyb_pos[j] / max(len(hyb) - 1, 1)
                 lam_j = self.lam_start + (self.lam_end - self.lam_start) * frac
@@ -236,7 +262,7 @@ class ScoreMRI(Sampler):
         x = self._denoise_last(x, prior_fn, s_lo, diag)
         if mode == "real":
             self._state["x"] = x.real
-        diag.update(levels_run=i0, t_start=t_start, hybrid_lambdas=lams, mode=mode)
+        diag.update(levels_run=i0, t_start=t_start, hybrid_lambdas=lams, mode=mode, likelihood=self.likelihood)
 
     def _output(self, x, diag):
         if self.mode in ("ssos", "hybrid"):
