@@ -221,3 +221,207 @@ def test_concurrent_merges_of_metrics_json_lose_no_entry(tmp_path):
         assert sorted(res.get(timeout=60)) == sorted(keys)
     assert set(json.loads((out / "metrics.json").read_text())) == set(keys)
     assert sorted(os.listdir(out)) == ["metrics.json"]  # no lock or temporary file among the outputs
+
+
+# ---------------------------------------------------------------------------------------------- bad files
+def _variant(src: Path, dst: Path, edit) -> Path:
+    import shutil
+
+    import h5py
+
+    shutil.copy(src, dst)
+    with h5py.File(dst, "r+") as f:
+        edit(f)
+    return dst
+
+
+def _psnr(out: Path, method: str) -> float:
+    return next(iter(json.loads((out / "metrics.json").read_text())[method].values()))["psnr"]
+
+
+@pytest.fixture(scope="module")
+def sense_psnr(data):
+    d, four = data
+    out = d / "sense_ref"
+    r = cli("recon", four, "--method", "sense", "--out", out, "--no-progress")
+    assert r.returncode == 0, r.stderr
+    return _psnr(out, "sense")
+
+
+def test_reference_with_fewer_slices_than_kspace_is_one_line(data, tmp_path):
+    d, four = data
+
+    def edit(f):
+        ref = f["reconstruction_rss"][()]
+        del f["reconstruction_rss"]
+        f["reconstruction_rss"] = ref[:2]
+
+    bad = _variant(four, tmp_path / "fewer.h5", edit)
+    one_line_error(cli("recon", bad, "--out", tmp_path / "o"), str(bad), "reconstruction_rss", "2 slice", "4")
+    assert not (tmp_path / "o").exists()
+
+
+def test_huge_declared_size_is_refused_before_allocating(data, tmp_path):
+    d, four = data
+
+    def edit(f):
+        del f["kspace"]  # a few-kB file declaring 1.2 TB of k-space (HDF5 fills unwritten chunks)
+        f.create_dataset("kspace", shape=(4, 8, 200000, 100000), dtype=np.complex64, chunks=(1, 1, 64, 64))
+
+    bad = _variant(four, tmp_path / "huge.h5", edit)
+    t0 = time.perf_counter()
+    one_line_error(cli("recon", bad, "--out", tmp_path / "o"), str(bad), "200000", "GiB")
+    assert time.perf_counter() - t0 < 60
+
+
+@pytest.mark.parametrize("factor", [1e-25, 1e36])
+def test_absurd_kspace_scale_gives_the_same_image(data, tmp_path, sense_psnr, factor):
+    d, four = data
+
+    def edit(f):
+        f["kspace"][...] = f["kspace"][()] * np.float32(factor)
+        f["reconstruction_rss"][...] = f["reconstruction_rss"][()] * np.float32(factor)
+
+    scaled = _variant(four, tmp_path / "scaled.h5", edit)
+    r = cli("recon", scaled, "--method", "sense", "--out", tmp_path / "o", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    # was a blank image (float32 squares under/overflow in the normalisation); now scale-invariant
+    assert abs(_psnr(tmp_path / "o", "sense") - sense_psnr) < 0.05
+    mean = np.load(tmp_path / "o" / "sense.npz")["mean"]
+    assert np.isfinite(mean).all() and np.abs(mean).max() > 0.1
+
+
+def test_nan_in_reference_warns_and_keeps_the_reconstruction(data, tmp_path):
+    d, four = data
+    out = tmp_path / "o"
+    r = cli("recon", four, "--method", "sense", "--out", out, "--no-progress")  # an earlier run's metrics
+    assert r.returncode == 0 and "sense" in json.loads((out / "metrics.json").read_text())
+
+    def edit(f):
+        ref = f["reconstruction_rss"][()]
+        ref[1, 5, 5] = np.nan
+        f["reconstruction_rss"][...] = ref
+
+    bad = _variant(four, tmp_path / "nanref.h5", edit)
+    r = cli("recon", bad, "--method", "sense", "--out", out, "--no-progress")
+    assert r.returncode == 0, r.stderr
+    warn = [ln for ln in r.stderr.splitlines() if "warning" in ln]
+    assert len(warn) == 1 and str(bad) in warn[0] and "NaN" in warn[0] and "slice 1" in warn[0]
+    assert np.isfinite(np.load(out / "sense.npz")["mean"]).all()
+    # the reconstruction is written; no score for it, and the earlier run's score (of other data) is gone
+    assert not (out / "metrics.json").exists()
+
+
+def test_inconsistent_mask_dataset_warns_and_uses_the_derived_mask(data, tmp_path, sense_psnr):
+    d, four = data
+
+    def edit(f):
+        sampled = (f["kspace"][0] != 0).any(0).any(0)  # (W,) columns measured in slice 0
+        f["mask"] = np.roll(sampled, 7)  # a 1-D mask of the right R, wrong columns
+
+    bad = _variant(four, tmp_path / "mask.h5", edit)
+    r = cli("recon", bad, "--method", "sense", "--out", tmp_path / "o", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    warn = [ln for ln in r.stderr.splitlines() if "warning" in ln]
+    assert len(warn) == 1, r.stderr
+    assert str(bad) in warn[0] and "'mask'" in warn[0] and "derived mask R=4" in warn[0]
+    # the data decided: same quality as the file without the bad mask (the file mask cost ~6 dB)
+    assert abs(_psnr(tmp_path / "o", "sense") - sense_psnr) < 0.05
+
+
+def test_nan_in_kspace_is_one_line(data, tmp_path):
+    d, four = data
+
+    def edit(f):
+        k = f["kspace"][()]
+        k[2, 1, 3, 3] = np.nan
+        f["kspace"][...] = k
+
+    bad = _variant(four, tmp_path / "nank.h5", edit)
+    one_line_error(cli("recon", bad, "--out", tmp_path / "o"), str(bad), "slice 2", "NaN")
+
+
+@pytest.mark.parametrize("cut", [0, 100, 4000])
+def test_truncated_input_file_is_one_line(data, tmp_path, cut):
+    d, four = data
+    bad = tmp_path / "cut.h5"
+    bad.write_bytes(four.read_bytes()[:cut] if cut else four.read_bytes()[: four.stat().st_size // 2])
+    one_line_error(cli("recon", bad, "--out", tmp_path / "o"), str(bad))
+
+
+# ---------------------------------------------------------------------------------------------- weights
+def test_corrupt_weights_file_is_one_line_naming_it(data, tmp_path):
+    from bayesmri.priors.loading import resolve_weights
+
+    d, four = data
+    st, js = resolve_weights("score_small64")
+    (tmp_path / "w.json").write_bytes(js.read_bytes())
+    (tmp_path / "w.safetensors").write_bytes(st.read_bytes()[:100000])  # truncated
+    out = tmp_path / "o"
+    one_line_error(cli("recon", four, "--method", "pula", "--weights", tmp_path / "w", "--out", out, "--no-progress"),
+                   "w.safetensors", "truncated or corrupt")
+    (tmp_path / "w.safetensors").write_bytes(st.read_bytes())
+    (tmp_path / "w.json").write_text(js.read_text()[:80])  # torn config
+    one_line_error(cli("recon", four, "--method", "pula", "--weights", tmp_path / "w", "--out", out, "--no-progress"),
+                   "w.json", "JSON")
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------- training
+TRAIN = ("train", "score", "--config", "small64", "--batch-size", "2", "--no-progress", "--device", "cpu")
+
+
+def test_train_cuda_without_cuda_is_one_line(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    one_line_error(cli("train", "score", "--device", "cuda", "--steps", "2", "--out", tmp_path / "t"),
+                   "cuda", "not available")
+
+
+def test_truncated_checkpoint_and_other_config_on_resume_are_one_line(tmp_path):
+    run = tmp_path / "t"
+    r = cli(*TRAIN, "--steps", "2", "--out", run)
+    assert r.returncode == 0, r.stderr
+    one_line_error(cli("train", "score", "--config", "default128", "--batch-size", "2", "--no-progress",
+                       "--device", "cpu", "--steps", "4", "--out", run, "--resume"),
+                   str(run / "checkpoint.pt"), "another model", "base_channels")
+    ck = run / "checkpoint.pt"
+    ck.write_bytes(ck.read_bytes()[:50000])
+    one_line_error(cli(*TRAIN, "--steps", "4", "--out", run, "--resume"), str(ck), "truncated or corrupt")
+
+
+def test_kill_9_and_resume_leaves_a_consistent_log_and_no_temporaries(tmp_path):
+    import csv
+
+    run = tmp_path / "t"
+    p = subprocess.Popen([sys.executable, "-m", "bayesmri.cli", *TRAIN, "--steps", "400", "--checkpoint-every", "3",
+                          "--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    t0 = time.time()
+    while time.time() - t0 < 120:  # until a checkpoint exists and a few more rows were logged
+        log = run / "log.csv"
+        if (run / "checkpoint.pt").exists() and log.exists() and log.read_text().count("\n") >= 8:
+            break
+        time.sleep(0.1)
+    p.kill()
+    p.wait()
+    import torch
+
+    ck_step = torch.load(run / "checkpoint.pt", weights_only=True)["step"]
+    # what a kill -9 can also leave: a torn last row and a temporary checkpoint of the dead process
+    with open(run / "log.csv", "a") as f:
+        f.write("1")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    tmp = run / f".checkpoint.pt.{dead.pid}-abc123.tmp.pt"
+    tmp.write_bytes(b"partial")
+    final = ck_step + 2
+    r = cli(*TRAIN, "--steps", final, "--checkpoint-every", "3", "--out", run, "--resume")
+    assert r.returncode == 0, r.stderr[-2000:]
+    with open(run / "log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(row["step"]) for row in rows] == list(range(1, final + 1))
+    assert all(None not in row.values() for row in rows)
+    assert not tmp.exists()
+    assert [p.name for p in run.iterdir() if ".tmp" in p.name] == []

@@ -43,7 +43,10 @@ def add_arguments(parser) -> None:
         "--array-format", choices=("npz", "h5"), default="npz", help="format of the array file (default: npz)"
     )
     parser.add_argument("--keep-samples", type=int, default=8, help="samples stored in the array file (default: 8)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    parser.add_argument("--weights", default=None, metavar="PATH",
+                        help="weights of a learned method: .safetensors/.json pair or their stem "
+                             "(default: the method's shipped weights)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads, at most the number of cores (default: 1)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -214,7 +217,14 @@ def load_h5_samples(path: Path):
     from ..data import MRISample
     from ..data.fastmri import read_fastmri_h5
 
+    from ..data.fastmri import max_slice_bytes
+
     vol = read_fastmri_h5(path)  # validates layout; one-line ValueError naming the file
+    # Every slice is held (k-space, normalised copy, coil maps): refuse a volume that cannot fit.
+    need = vol.num_slices * int(np.prod(vol.shape[1:], dtype=np.float64)) * 8 * 3
+    if need > 2 * max_slice_bytes():
+        raise ValueError(f"{path}: {vol.num_slices} slices of {' x '.join(map(str, vol.shape[1:]))} need about "
+                         f"{need / 2**30:.3g} GiB, more than half of this machine's memory")
     with h5py.File(path, "r") as f:
         file_mask = np.asarray(f["mask"][()]) if "mask" in f else None
     attrs = vol.attrs
@@ -224,6 +234,7 @@ def load_h5_samples(path: Path):
     acs2d = tuple(int(a) for a in np.asarray(acs2d).reshape(-1)) if acs2d is not None else None
     samples, refs = [], []
     ref_ok = True
+    mask_problems = []  # (slice, description): one warning for the file, not one per slice
     for i in range(vol.num_slices):
         k = vol.read_slice(i)  # (C, H, W)
         H, W = k.shape[-2:]
@@ -235,7 +246,9 @@ def load_h5_samples(path: Path):
         derived = sampled[0].to(torch.float32) if bool((sampled == sampled[:1]).all()) else sampled.to(torch.float32)
         mask = derived
         if file_mask is not None:
-            mask = _check_file_mask(path, i, file_mask, sampled, derived)
+            mask, problem = _check_file_mask(file_mask, sampled, derived)
+            if problem:
+                mask_problems.append((i, problem))
         scale, k = _normalise(k)
         acs = acs2d if (mask.ndim == 2 and acs2d is not None and len(acs2d) == 2) else None
         samples.append(MRISample(kspace=k, img_shape=(H, W), mask=mask, scale=scale, num_acs=acs,
@@ -250,6 +263,11 @@ def load_h5_samples(path: Path):
             else:
                 refs.append((ref.double() / scale).to(torch.float32))
     refs = refs if ref_ok else []
+    if mask_problems:
+        which = ", ".join(str(i) for i, _ in mask_problems[:8]) + (", ..." if len(mask_problems) > 8 else "")
+        warnings.warn(f"{path}: dataset 'mask' disagrees with the sampled k-space of slice(s) {which} "
+                      f"(slice {mask_problems[0][0]}: {mask_problems[0][1]}); using the mask derived from the "
+                      "nonzero k-space there", stacklevel=2)
     reference = torch.stack(refs) if len(refs) == vol.num_slices and refs else None
     pattern = attrs.get("bayesmri_pattern")
     R = attrs.get("bayesmri_acceleration")
@@ -260,34 +278,30 @@ def load_h5_samples(path: Path):
     return samples, reference, pattern or "input"
 
 
-def _check_file_mask(path, i: int, file_mask: np.ndarray, sampled: torch.Tensor, derived: torch.Tensor):
-    """The file's ``mask`` dataset if it agrees with the nonzero k-space of slice ``i``, else ``derived``.
+def _check_file_mask(file_mask: np.ndarray, sampled: torch.Tensor, derived: torch.Tensor):
+    """``(mask, problem)``: the file's ``mask`` dataset if it agrees with the nonzero k-space, else
+    ``(derived, description)``.
 
     A mask that marks unsampled locations as measured makes the likelihood pull them to zero (CG-SENSE
-    loses ~6 dB); one that omits measured locations throws data away. Either way the data decide:
-    warn, naming both masks, and use the mask derived from the data. Measured-but-zero columns (the
-    zero padding of fastMRI k-space) are allowed up to 1/8 of the mask.
+    lost 6 dB in a probe); one that omits measured locations throws data away. Either way the data
+    decide and the caller warns. Measured-but-zero locations (the zero padding of fastMRI k-space)
+    are allowed up to 1/8 of the mask.
     """
+    from ..physics.masks import acceleration_of
+
     H, W = sampled.shape
     fm = np.asarray(file_mask)
-    if fm.shape not in ((W,), (H, W)):
-        warnings.warn(f"{path}: dataset 'mask' has shape {fm.shape}, not ({W},) or ({H}, {W}); "
-                      f"using the mask derived from the nonzero k-space instead", stacklevel=3)
-        return derived
+    kind = f"derived mask R={acceleration_of(derived, (H, W)):.2f}, {'1-D' if derived.ndim == 1 else '2-D'}"
+    if fm.shape not in ((W,), (H, W)) or fm.dtype.kind not in "biuf":
+        return derived, f"mask of shape {fm.shape} and dtype {fm.dtype}, expected ({W},) or ({H}, {W}); {kind}"
     m = torch.from_numpy(fm.astype(np.float32))
     m2 = (m.reshape(1, W) if m.ndim == 1 else m).expand(H, W) > 0
     data_off_mask = int((sampled & ~m2).sum())
     mask_no_data = int((m2 & ~sampled).sum())
     if data_off_mask == 0 and mask_no_data <= int(m2.sum()) // 8:
-        return m
-    from ..physics.masks import acceleration_of
-
-    warnings.warn(
-        f"{path}: dataset 'mask' disagrees with the sampled k-space of slice {i} ({data_off_mask} measured "
-        f"points outside it, {mask_no_data} of its points without data; file mask R="
-        f"{acceleration_of(m, (H, W)):.2f}); using the mask derived from the nonzero k-space "
-        f"(R={acceleration_of(derived, (H, W)):.2f}, {'1-D' if derived.ndim == 1 else '2-D'})", stacklevel=3)
-    return derived
+        return m, None
+    return derived, (f"{data_off_mask} measured points outside the file mask, {mask_no_data} of its points "
+                     f"without data, file mask R={acceleration_of(m, (H, W)):.2f}; {kind}")
 
 
 def _normalise(k: torch.Tensor) -> tuple[float, torch.Tensor]:
@@ -381,6 +395,10 @@ def run(args) -> int:
     check_threads(args.threads)
     device = resolve_device(args.device)
     path = check_input_file(args.input)
+    if getattr(args, "weights", None) is not None:
+        from ..priors.loading import resolve_weights
+
+        resolve_weights(args.weights)  # a missing pair fails here; a corrupt one when the method loads it
     previous = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
@@ -410,8 +428,10 @@ def _run(args, path: Path, device) -> int:
     try:
         with io.atomic_dir(out, replace=method_files(args.method), merge_json=["metrics.json"]) as stage:
             with tqdm(total=S, desc=f"recon {args.method}", disable=not progress, file=sys.stderr) as bar:
+                options = {"weights": str(args.weights)} if getattr(args, "weights", None) is not None else None
                 res = run_method(args.method, samples, n_samples=args.samples, seed=args.seed, device=device,
-                                 maps="espirit", progress=progress, on_slice=lambda: bar.update(1))
+                                 maps="espirit", progress=progress, on_slice=lambda: bar.update(1),
+                                 options=options)
             S, P = int(res.mean.shape[0]), int(res.samples.shape[0])
             write_result(stage, args.method, res, array_format=args.array_format, keep_samples=args.keep_samples)
             if reference is not None:

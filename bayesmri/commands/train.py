@@ -68,6 +68,9 @@ def run(args) -> int:
         args._train_parser.print_help()
         return 2
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    from .recon import resolve_device
+
+    resolve_device(device)  # `--device cuda` on a machine without CUDA: one line, before any work
     init_distributed()
     cfg = TrainConfig(
         steps=args.steps,

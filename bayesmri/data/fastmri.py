@@ -219,6 +219,17 @@ def read_fastmri_h5(fname) -> FastMRIVolume:
             attrs = {}
             for k, v in f.attrs.items():
                 attrs[k] = v.decode() if isinstance(v, bytes) else (v.item() if isinstance(v, np.generic) else v)
+            # A declared size is only a promise: a few-kB file may declare a 100000 x 100000 slice
+            # (HDF5 fills unwritten chunks). Refuse before allocating it.
+            slice_bytes = int(np.prod(shape[1:], dtype=np.float64)) * 8  # complex64 per slice
+            cap = max_slice_bytes()
+            if slice_bytes > cap:
+                raise ValueError(f"{fname}: kspace declares slices of {' x '.join(map(str, shape[1:]))} "
+                                 f"({slice_bytes / 2**30:.3g} GiB each), more than the {cap / 2**30:.3g} GiB "
+                                 "this machine allows per slice")
+            for key in ("reconstruction_rss", "reconstruction_esc"):
+                if key in f:
+                    _check_target(fname, f[key], key, shape, h5py)
             # Touch the first and last slices so a truncated file fails here, not mid-iteration.
             ds[0]
             ds[-1]
@@ -226,8 +237,40 @@ def read_fastmri_h5(fname) -> FastMRIVolume:
                                  has_rss="reconstruction_rss" in f, has_esc="reconstruction_esc" in f)
     except ValueError:
         raise
-    except (OSError, KeyError, RuntimeError) as e:
+    except (OSError, KeyError, RuntimeError, TypeError, MemoryError) as e:
         raise ValueError(f"{fname}: corrupt or truncated HDF5 content ({_short(e)})") from None
+
+
+def max_slice_bytes() -> int:
+    """Largest k-space slice (bytes, complex64) the reader accepts: a quarter of the physical memory.
+
+    fastMRI's largest slices (brain, 20 coils, 768 x 396) take 49 MB; a slice of several GiB is a
+    malformed or hostile file. ``BAYESMRI_MAX_SLICE_BYTES`` overrides the bound.
+    """
+    env = os.environ.get("BAYESMRI_MAX_SLICE_BYTES")
+    if env:
+        return int(float(env))
+    try:
+        phys = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        phys = 16 << 30
+    return int(phys // 4)
+
+
+def _check_target(fname: str, ds, key: str, kshape: tuple, h5py) -> None:
+    """The reference ``reconstruction_rss/_esc`` must be a real ``(slices, h, w)`` stack, one per k-space slice."""
+    if not isinstance(ds, h5py.Dataset):
+        raise ValueError(f"{fname}: '{key}' is not a dataset")
+    shape = tuple(int(v) for v in ds.shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"{fname}: {key} must have shape (slices, h, w), got {shape}")
+    if shape[0] != kshape[0]:
+        raise ValueError(f"{fname}: {key} has {shape[0]} slice(s) but kspace has {kshape[0]}")
+    if ds.dtype.kind not in "fiu":
+        raise ValueError(f"{fname}: {key} must be a real magnitude image, got dtype {ds.dtype}")
+    if shape[1] * shape[2] > 4 * kshape[-2] * kshape[-1]:
+        raise ValueError(f"{fname}: {key} slices of {shape[1]} x {shape[2]} are larger than the k-space "
+                         f"matrix {kshape[-2]} x {kshape[-1]}")
 
 
 def _read_kspace_slice(fname: str, i: int, multicoil: bool) -> torch.Tensor:

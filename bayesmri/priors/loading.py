@@ -124,8 +124,13 @@ def load_model(name_or_path, device="cpu", dtype: torch.dtype = torch.float32, e
     from safetensors.torch import load_file
 
     st, js = resolve_weights(name_or_path)
-    with open(js) as f:
-        meta = json.load(f)
+    try:
+        with open(js) as f:
+            meta = json.load(f)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{js}: not a valid JSON model config ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{js}: the model config must be a JSON object, got {type(meta).__name__}")
     mtype = meta.get("model_type")
     if mtype not in MODEL_TYPES:
         raise ValueError(f"{js}: unknown model_type {mtype!r}; known: {sorted(MODEL_TYPES)}")
@@ -134,9 +139,25 @@ def load_model(name_or_path, device="cpu", dtype: torch.dtype = torch.float32, e
         cls = getattr(importlib.import_module(mod_name), cls_name)
     except (ImportError, AttributeError) as exc:
         raise ValueError(f"{js}: model_type {mtype!r} needs {MODEL_TYPES[mtype]}, which is not available: {exc}") from exc
-    model = cls(**meta.get("config", {}))
-    state = load_file(str(st), device="cpu")
+    config = meta.get("config", {})
+    if not isinstance(config, dict):
+        raise ValueError(f"{js}: 'config' must be a JSON object of constructor arguments")
+    try:
+        model = cls(**config)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{js}: config does not build a {mtype} model ({exc})") from None
+    try:
+        state = load_file(str(st), device="cpu")
+    except Exception as exc:  # safetensors raises its own SafetensorError for truncated/corrupt files
+        raise ValueError(f"{st}: truncated or corrupt safetensors file ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'})") from None
     ref = model.state_dict()
+    missing, unexpected = sorted(set(ref) - set(state)), sorted(set(state) - set(ref))
+    shapes = [k for k in set(ref) & set(state) if tuple(ref[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or shapes:
+        raise ValueError(f"{st}: weights do not match the {mtype} config in {js.name} ({len(missing)} missing, "
+                         f"{len(unexpected)} unexpected, {len(shapes)} of another shape"
+                         f", e.g. {(missing + unexpected + sorted(shapes))[0]})")
     state = {k: (v.to(ref[k].dtype) if k in ref and v.is_floating_point() else v) for k, v in state.items()}
     model.load_state_dict(state, strict=True)
     model.meta = meta

@@ -45,7 +45,7 @@ from torch import nn
 from torch.utils.data import Dataset, DistributedSampler
 from torch.utils.data import default_collate
 
-from ..io import atomic_path
+from ..io import atomic_path, remove_stale_temporaries
 from .distributed import DistInfo, dist_info
 
 
@@ -133,10 +133,51 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, TypeError) as exc:
+        # torch reports a truncated zip as a RuntimeError of several sentences ("internal miniz error")
+        first = (str(exc).split(". ")[0] or type(exc).__name__).strip()
+        raise ValueError(f"{path}: truncated or corrupt checkpoint ({first}); "
+                         "delete it to start again, or restore a copy") from None
+    except Exception as exc:  # e.g. pickle.UnpicklingError from a file that is not a torch checkpoint
+        raise ValueError(f"{path}: not a loadable checkpoint ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != _FORMAT:
         raise ValueError(f"{path} is not a bayesmri training checkpoint")
     return ckpt
+
+
+def _valid_rows(rows, fieldnames, max_step: int) -> list[dict]:
+    """Rows of a log to keep on resume: complete, steps strictly increasing, none beyond ``max_step``.
+
+    A kill -9 can leave a torn last line ("15" of "153,0.2,..."), which used to parse as step 15 and
+    appear twice; rows past the checkpoint are recomputed by the resumed run.
+    """
+    kept, last = [], 0
+    for row in rows:
+        if None in row or any(row.get(k) is None for k in fieldnames):  # too many / too few fields
+            continue
+        try:
+            step = int(row["step"])
+        except (TypeError, ValueError, KeyError):
+            continue
+        if last < step <= max_step:
+            kept.append(row)
+            last = step
+    return kept
+
+
+def _config_conflicts(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Keys present in both (nested) configs with different values, as ``'key: old -> new'``."""
+    out = []
+    for k in sorted(set(old) & set(new), key=str):
+        a, b = old[k], new[k]
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _config_conflicts(a, b, f"{prefix}{k}.")
+        elif (list(a) if isinstance(a, tuple) else a) != (list(b) if isinstance(b, tuple) else b):
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
 
 
 def _rng_state() -> dict:
@@ -293,6 +334,7 @@ class Trainer:
         self.ckpt_path = self.out_dir / CHECKPOINT_NAME
         self.log_path = self.out_dir / LOG_NAME
         self.step = 0
+        self._resumed_step = 0  # step of the checkpoint resumed from (log rows beyond it are dropped)
         self.epoch = 0
         self.batch_in_epoch = 0
         self._epoch_indices: list[int] | None = None
@@ -302,6 +344,11 @@ class Trainer:
         self._csv_writer = None
         self._csv_fields: list[str] | None = None
 
+        if self.dist.is_main:
+            # What a SIGKILL during a checkpoint or log write leaves (.checkpoint.pt.<pid>-xxxx.tmp.pt):
+            # temporaries of processes that no longer exist.
+            for name in (CHECKPOINT_NAME, LOG_NAME, EXPORT_STEM + ".safetensors", EXPORT_STEM + ".json"):
+                remove_stale_temporaries(self.out_dir, name)
         if self.ckpt_path.exists():
             if not resume:
                 raise ValueError(
@@ -337,13 +384,26 @@ class Trainer:
 
     def _load(self, path):
         ckpt = load_checkpoint(path, map_location=self.device)
+        old_mc = ckpt.get("model_config")
+        if isinstance(old_mc, dict):
+            # Another architecture (e.g. resuming with another --config) would fail deep inside
+            # load_state_dict, or worse load into a model that means something else: refuse by name.
+            # Keys on one side only (a constructor argument added since) are not conflicts.
+            bad = _config_conflicts(old_mc, self.model_config)
+            if bad:
+                raise ValueError(f"{path} was written for another model ({'; '.join(bad[:4])}"
+                                 f"{'; ...' if len(bad) > 4 else ''}): resume with the same settings, "
+                                 "or train into another --out")
         if ckpt["world_size"] != self.dist.world_size or ckpt["batch_size"] != self.cfg.batch_size:
             warnings.warn(
                 f"resuming with world_size={self.dist.world_size}, batch_size={self.cfg.batch_size} from a run "
                 f"with {ckpt['world_size']}, {ckpt['batch_size']}: training continues but not bit-exactly",
                 stacklevel=3,
             )
-        self.model.load_state_dict(ckpt["model"])
+        try:
+            self.model.load_state_dict(ckpt["model"])
+        except RuntimeError as exc:
+            raise ValueError(f"{path}: its weights do not fit this model ({str(exc).splitlines()[0]})") from None
         for k, v in ckpt["ema"].items():
             self.ema[k].copy_(v)
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -360,6 +420,7 @@ class Trainer:
         rngs = ckpt["rng"]
         _set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
         self.step = int(ckpt["step"])
+        self._resumed_step = self.step
         self.epoch = int(ckpt["epoch"])
         self.batch_in_epoch = int(ckpt["batch_in_epoch"])
 
@@ -367,9 +428,12 @@ class Trainer:
         """Write ``checkpoint.pt`` atomically (rank 0); all ranks must call it under DDP."""
         state = self.state_dict()
         if self.dist.is_main:
-            atomic_torch_save(state, self.ckpt_path)
             if self._csv_file is not None:
+                # The log first: a checkpoint at step n must never exist without the rows up to n
+                # (a kill between the two used to lose the unflushed rows for good).
                 self._csv_file.flush()
+                os.fsync(self._csv_file.fileno())
+            atomic_torch_save(state, self.ckpt_path)
             return self.ckpt_path
         return None
 
@@ -401,12 +465,14 @@ class Trainer:
         base = ["step", "loss", "lr", "grad_norm", "time_s"]
         kept: list[dict] = []
         fields_ = None
-        if self.log_path.exists() and self.step > 0:
+        if self.log_path.exists() and self._resumed_step > 0:
             # Resume: keep the rows up to the checkpointed step, drop any written after it.
             with open(self.log_path, newline="") as f:
                 r = csv.DictReader(f)
                 fields_ = r.fieldnames
-                kept = [row for row in r if row.get("step") and int(row["step"]) <= self.step]
+                # the checkpoint's step, not self.step: the log is opened after the first resumed
+                # step, and that step's row from the killed run would stay as a duplicate
+                kept = _valid_rows(r, fields_ or [], self._resumed_step)
         if not fields_:
             fields_ = base + [k for k in logs if k not in base]
         with atomic_path(self.log_path) as tmp, open(tmp, "w", newline="") as f:
