@@ -150,7 +150,8 @@ def rank_uniformity(ranks: torch.Tensor, L: int, n_bins: int | None = None) -> d
     L : int
     n_bins : int, optional
         Number of equal bins; must divide ``L + 1`` (default: the largest divisor of ``L + 1`` that is at
-        most ``min(20, R / 5)``, so that the covariance of the ``B - 1`` bin fractions is well estimated).
+        most ``min(20, R / 5)``, so that the covariance of the ``B - 1`` bin fractions is well estimated;
+        the smallest divisor if there is none).
 
     Returns
     -------
@@ -161,8 +162,9 @@ def rank_uniformity(ranks: torch.Tensor, L: int, n_bins: int | None = None) -> d
 
     R, n = ranks.shape
     if n_bins is None:
-        divisors = [b for b in range(2, max(2, min(20, R // 5)) + 1) if (L + 1) % b == 0]
-        n_bins = divisors[-1] if divisors else 1
+        divisors = [b for b in range(2, L + 2) if (L + 1) % b == 0]
+        few = [b for b in divisors if b <= min(20, R // 5)]
+        n_bins = few[-1] if few else divisors[0]
     if n_bins < 2 or (L + 1) % n_bins:
         raise ValueError(f"n_bins must be >= 2 and divide L + 1 = {L + 1}, got {n_bins}")
     width = (L + 1) // n_bins
