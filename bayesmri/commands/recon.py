@@ -231,7 +231,16 @@ def load_h5_samples(path: Path):
     # 2-D masks: the stored calibration block (the greedy search for the largest fully sampled
     # region can lock onto a thin strip of a Poisson pattern). 1-D masks: up to 24 x (central run).
     acs2d = attrs.get("bayesmri_num_acs")
-    acs2d = tuple(int(a) for a in np.asarray(acs2d).reshape(-1)) if acs2d is not None else None
+    if acs2d is not None:
+        try:
+            acs2d = tuple(int(a) for a in np.asarray(acs2d).reshape(-1))
+        except (TypeError, ValueError):
+            acs2d = None
+        if acs2d is None or len(acs2d) not in (1, 2) or min(acs2d) < 1 or max(acs2d) > max(vol.shape[-2:]):
+            # only a hint for ESPIRiT's calibration region; a bad one falls back to the search
+            warnings.warn(f"{path}: ignoring attribute bayesmri_num_acs={attrs.get('bayesmri_num_acs')!r} "
+                          f"(expected one or two sizes within {vol.shape[-2]} x {vol.shape[-1]})", stacklevel=2)
+            acs2d = None
     samples, refs = [], []
     ref_ok = True
     mask_problems = []  # (slice, description): one warning for the file, not one per slice
@@ -377,6 +386,13 @@ def check_threads(threads: int) -> int:
     return threads
 
 
+def check_seed(seed: int) -> int:
+    """``seed`` if torch can seed a generator with it (and with ``seed + slice``), else a ``ValueError``."""
+    if not 0 <= seed < 2**63 - 2**20:
+        raise ValueError(f"--seed must be between 0 and 2**63 - 2**20, got {seed}")
+    return seed
+
+
 def output_bytes(shape: tuple[int, int, int], n_samples: int, keep_samples: int) -> int:
     """Upper bound of the bytes :func:`write_result` writes for ``S`` slices of ``H x W`` (uncompressed)."""
     S, H, W = shape
@@ -393,6 +409,7 @@ def run(args) -> int:
     if args.keep_samples < 0:
         raise ValueError(f"--keep-samples must be >= 0, got {args.keep_samples}")
     check_threads(args.threads)
+    check_seed(args.seed)
     device = resolve_device(args.device)
     path = check_input_file(args.input)
     if getattr(args, "weights", None) is not None:

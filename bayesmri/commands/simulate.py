@@ -121,11 +121,22 @@ def run(args) -> int:
         raise ValueError(f"--snr must be a finite number of dB, got {args.snr}")
     if not (math.isfinite(args.acceleration) and args.acceleration >= 1):
         raise ValueError(f"--acceleration must be a finite number >= 1, got {args.acceleration}")
+    from .recon import check_seed
+
+    check_seed(args.seed)
     # bounds that keep one slice's arrays far below a workstation's memory (2048^2 x 128 coils = 4 GiB)
     if not 1 <= args.coils <= 128:
         raise ValueError(f"--coils must be between 1 and 128, got {args.coils}")
     if not 16 <= args.size <= 2048:
         raise ValueError(f"--size must be between 16 and 2048, got {args.size}")
+    if args.pattern in TWO_D_PATTERNS:
+        # the calibration block alone must not use up the sample budget H*W/R (poisson_disc_mask
+        # divides by the remaining budget)
+        a = default_num_acs(args.pattern, args.size)
+        if a[0] * a[1] >= args.size * args.size / args.acceleration:
+            raise ValueError(f"--pattern {args.pattern} at --size {args.size}: its {a[0]}x{a[1]} calibration block "
+                             f"already holds the {args.size * args.size / args.acceleration:.0f} samples that "
+                             f"R={args.acceleration:g} allows; use a larger --size or a lower --acceleration")
     from .. import io
 
     io.check_writable(out, folder=False)

@@ -117,7 +117,10 @@ def parse_ismrmrd_header(xml, fname: str = "<header>") -> dict:
         vals = []
         for ax in "xyz":
             child = node.find(ns + ax)
-            vals.append(conv(child.text) if child is not None and child.text else None)
+            try:
+                vals.append(conv(child.text) if child is not None and child.text else None)
+            except ValueError:
+                raise ValueError(f"{fname}: ismrmrd_header {path}/{ax} is not a number: {child.text[:40]!r}") from None
         return tuple(vals)
 
     out = {
@@ -131,7 +134,11 @@ def parse_ismrmrd_header(xml, fname: str = "<header>") -> dict:
             raise ValueError(f"{fname}: ismrmrd_header has no {key.replace('_', ' ')} size")
     for key, tag in (("enc_limits_center", "center"), ("enc_limits_max", "maximum")):
         node = root.find(f"./{ns}encoding/{ns}encodingLimits/{ns}kspace_encoding_step_1/{ns}{tag}")
-        out[key] = int(node.text) if node is not None and node.text else None
+        try:
+            out[key] = int(node.text) if node is not None and node.text else None
+        except ValueError:
+            raise ValueError(f"{fname}: ismrmrd_header kspace_encoding_step_1/{tag} is not an integer: "
+                             f"{node.text[:40]!r}") from None
     return out
 
 
