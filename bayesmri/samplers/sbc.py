@@ -55,6 +55,8 @@ def simulate_measurements(prior, op: LinearOperator, noise_sigma: float, n: int,
     # white_noise has unit variance per real component: complex E|e|^2 = 2, hence nu / sqrt(2)
     e = e * (noise_sigma / math.sqrt(2.0) if y.is_complex() else noise_sigma)
     mask = getattr(op, "mask", None)
+    if mask is None and hasattr(op, "op"):  # wrappers (RealInput, PhaseModulated) of a Cartesian operator
+        mask = getattr(op.op, "mask", None)
     if isinstance(mask, torch.Tensor):
         e = e * mask.to(e.real.dtype)
     return x, y + e
