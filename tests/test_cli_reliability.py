@@ -425,3 +425,38 @@ def test_kill_9_and_resume_leaves_a_consistent_log_and_no_temporaries(tmp_path):
     assert all(None not in row.values() for row in rows)
     assert not tmp.exists()
     assert [p.name for p in run.iterdir() if ".tmp" in p.name] == []
+
+
+# ---------------------------------------------------------------------------------------------- memory
+def test_chunked_chains_are_pooled_and_only_kept_samples_are_held(data, tmp_path):
+    d, four = data
+    one = tmp_path / "one.h5"  # slice 0 only: pULA's cost is per slice and chain
+    r = cli("simulate", "--slices", "1", "--size", "64", "--coils", "4", "--out", one)
+    assert r.returncode == 0, r.stderr
+    runs = {}
+    for name, extra in (("all", []), ("chunked", ["--chunk", "2", "--keep-samples", "1"])):
+        out = tmp_path / name
+        r = cli("recon", one, "--method", "pula", "--samples", "3", "--out", out, "--no-progress", *extra)
+        assert r.returncode == 0, r.stderr
+        runs[name] = (np.load(out / "pula.npz"), json.loads((out / "metrics.json").read_text()))
+    (a, ma), (b, mb) = runs["all"], runs["chunked"]
+    assert a["samples"].shape[0] == 3 and b["samples"].shape[0] == 1  # --keep-samples 1: one held per slice
+    assert next(iter(mb["pula"].values()))["n_samples"] == 3  # but all three chains (2 + 1) were drawn
+    assert (tmp_path / "chunked" / "pula_std.nii.gz").exists()
+    # the pooled std is the 3-chain std (not one chunk's): same size as the unchunked run's
+    ratio = np.abs(b["std"]).mean() / np.abs(a["std"]).mean()
+    assert 0.75 < ratio < 1.33, ratio
+    assert abs(next(iter(ma["pula"].values()))["psnr"] - next(iter(mb["pula"].values()))["psnr"]) < 1.0
+
+
+def test_memory_estimate_warns_with_a_chunk_that_fits(monkeypatch):
+    from bayesmri.commands import recon
+
+    monkeypatch.setattr(recon, "available_memory", lambda: 1 << 30)
+    with pytest.warns(UserWarning, match=r"64 chains at once need about 21\.\d GiB .* use --chunk 3"):
+        recon._warn_chain_memory(64, None, 16, 320, 320)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        recon._warn_chain_memory(64, 3, 16, 320, 320)  # 3 chains (0.99 GiB) fit in 1 GiB: silent

@@ -42,7 +42,11 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--array-format", choices=("npz", "h5"), default="npz", help="format of the array file (default: npz)"
     )
-    parser.add_argument("--keep-samples", type=int, default=8, help="samples stored in the array file (default: 8)")
+    parser.add_argument("--keep-samples", type=int, default=8,
+                        help="samples stored in the array file; only these are held in memory (default: 8)")
+    parser.add_argument("--chunk", type=int, default=None, metavar="N",
+                        help="run at most N chains at once to bound memory (~0.35 GB per chain at 320x320, 16 "
+                             "coils); the summaries pool every chunk (default: all --samples at once)")
     parser.add_argument("--weights", default=None, metavar="PATH",
                         help="weights of a learned method: .safetensors/.json pair or their stem "
                              "(default: the method's shipped weights)")
@@ -113,55 +117,91 @@ def _accepts(fn, name: str) -> bool:
     return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
+def _chunk_seed(seed: int, i: int, c: int) -> int:
+    # chunk 0 keeps the unchunked seed (seed + i); later chunks get independent, reproducible streams
+    return int(np.random.SeedSequence([int(seed), int(i), int(c)]).generate_state(1, np.uint64)[0]) & (2**63 - 1)
+
+
 def run_method(name: str, samples, *, n_samples: int = 1, seed: int = 0, device="cpu", maps=None,
-               progress: bool = False, on_slice=None, options: dict | None = None):
+               progress: bool = False, on_slice=None, options: dict | None = None, chunk: int | None = None,
+               keep: int | None = None):
     """Run registered method ``name`` on each slice of ``samples`` (a list of ``MRISample``).
 
     Slice ``i`` gets a generator seeded with ``seed + i``. ``maps`` (``"espirit"``/``"true"``) is
     passed to methods that take it. ``on_slice()`` is called after each slice (progress bars).
     ``options`` are extra keyword options for the method (e.g. its ``demo_options``).
 
+    ``chunk``: run at most this many chains at once (a sampler's memory grows with its chains:
+    ~0.35 GB each at 320x320 with 16 coils); the chunks' samples are pooled and summarised by
+    :meth:`SamplerResult.from_samples` (the mean is the chunk-size-weighted mean of the chunks' means,
+    so a method whose mean is a point estimate keeps it). Chunk 0 uses the unchunked generator, later
+    chunks independent streams, so a chunked run is reproducible but not identical to an unchunked one.
+    ``keep``: keep only this many samples per slice once the slice's mean and std are computed, so the
+    held samples do not grow with ``n_samples`` times the number of slices.
+
+    Stops with ``KeyboardInterrupt`` (:class:`bayesmri._interrupt.Interrupted` under the CLI) after a
+    slice whose sampler was interrupted: its chains were cut short, and no further slice is run.
+
     Returns
     -------
-    SamplerResult with ``samples (P, S, H, W)``, ``mean (S, H, W)``, ``std (S, H, W)`` or None,
-    ``nfe`` per slice and sample, ``wall_time`` summed over slices (seconds), all on the CPU.
+    SamplerResult with ``samples (P', S, H, W)`` (``P' = min(P, keep)``), ``mean (S, H, W)``, ``std
+    (S, H, W)`` or None, ``nfe`` per slice and sample, ``wall_time`` summed over slices (seconds), all on
+    the CPU; ``diagnostics["n_samples"] = P``.
     """
     from .. import _interrupt
     from ..methods import SamplerResult, method_info
 
     info = method_info(name)
     P = int(n_samples) if info.stochastic else 1
+    if chunk is not None and int(chunk) < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    sizes = [P] if chunk is None or P <= int(chunk) else [int(chunk)] * (P // int(chunk)) + (
+        [P % int(chunk)] if P % int(chunk) else [])
     kw = {"maps": maps} if maps is not None and _accepts(info.fn, "maps") else {}
     kw.update(options or {})
     dev = torch.device(device)
-    outs = []
-    for i, sample in enumerate(samples):
-        gen = torch.Generator(device=dev).manual_seed(int(seed) + i)
-        r = info.fn(sample, n_samples=P, generator=gen, device=str(dev), progress=progress, **kw)
-        # The samplers catch Ctrl-C and return the chains they have: that is a cut-short result, not
-        # this slice's answer. Stop here (no further slices) and let the caller write nothing.
-        _interrupt.raise_if_pending(f"during slice {i} of {name}")
-        diag = getattr(r, "diagnostics", None) or {}
-        if diag.get("interrupted") and kw.get("max_time") is None:
-            raise KeyboardInterrupt(f"{name} was interrupted during slice {i}")
-        outs.append(r)
-        if on_slice is not None:
-            on_slice()
 
     def cpu(t):
         return t.detach().cpu() if isinstance(t, torch.Tensor) else t
 
-    smp = torch.stack([cpu(r.samples).reshape(-1, *r.mean.shape[-2:]) for r in outs], dim=1)
-    mean = torch.stack([cpu(r.mean).reshape(r.mean.shape[-2:]) for r in outs])
-    std = None
-    if smp.shape[0] > 1:
-        std = torch.stack([
-            cpu(r.std if r.std is not None else SamplerResult.from_samples(r.samples).std).reshape(r.mean.shape[-2:])
-            for r in outs
-        ])
-    nfe = int(max(int(getattr(r, "nfe", 0) or 0) for r in outs))
-    wall = float(sum(float(r.wall_time) for r in outs))
-    return SamplerResult(samples=smp, mean=mean, std=std, nfe=nfe, wall_time=wall)
+    means, stds, kept, nfes, walls = [], [], [], [], []
+    for i, sample in enumerate(samples):
+        parts = []
+        for c, n in enumerate(sizes):
+            gen = torch.Generator(device=dev).manual_seed(int(seed) + i if c == 0 else _chunk_seed(seed, i, c))
+            r = info.fn(sample, n_samples=n, generator=gen, device=str(dev), progress=progress, **kw)
+            # The samplers catch Ctrl-C and return the chains they have: that is a cut-short result,
+            # not this slice's answer. Stop here (no further slices) and let the caller write nothing.
+            _interrupt.raise_if_pending(f"during slice {i} of {name}")
+            diag = getattr(r, "diagnostics", None) or {}
+            if diag.get("interrupted") and kw.get("max_time") is None:
+                raise KeyboardInterrupt(f"{name} was interrupted during slice {i}")
+            parts.append(r)
+        shape = parts[0].mean.shape[-2:]
+        smp = torch.cat([cpu(r.samples).reshape(-1, *shape) for r in parts])
+        if len(parts) == 1:
+            r = parts[0]
+            mean = cpu(r.mean).reshape(shape)
+            std = cpu(r.std).reshape(shape) if r.std is not None else None
+        else:
+            w = torch.tensor([float(n) for n in sizes], dtype=torch.float64) / P
+            mean = sum(wi.item() * cpu(r.mean).reshape(shape) for wi, r in zip(w, parts))
+            std = cpu(SamplerResult.from_samples(smp).std)
+        if P > 1 and std is None:
+            std = cpu(SamplerResult.from_samples(smp).std)
+        means.append(mean)
+        stds.append(std)
+        kept.append(smp if keep is None else smp[: int(keep)])
+        nfes.append(max(int(getattr(r, "nfe", 0) or 0) for r in parts))
+        walls.append(sum(float(r.wall_time) for r in parts))
+        del parts, smp
+        if on_slice is not None:
+            on_slice()
+
+    out = SamplerResult(samples=torch.stack(kept, dim=1), mean=torch.stack(means),
+                        std=torch.stack(stds) if P > 1 else None, nfe=int(max(nfes)), wall_time=float(sum(walls)))
+    out.diagnostics["n_samples"] = P
+    return out
 
 
 def reference_image(sample, maps: str = "true") -> torch.Tensor:
@@ -178,12 +218,17 @@ def reference_image(sample, maps: str = "true") -> torch.Tensor:
     return sample.target
 
 
+def n_samples_of(res) -> int:
+    """Samples drawn per slice (``run_method`` may keep fewer in ``res.samples``)."""
+    return int((getattr(res, "diagnostics", None) or {}).get("n_samples", res.samples.shape[0]))
+
+
 def schema_row(res, reference: torch.Tensor) -> dict:
     """One ``metrics.json`` entry (``docs/metrics_schema.md``) for a stacked result."""
     mean = res.mean.reshape(reference.shape[0], *res.mean.shape[-2:])
     mean = center_crop(mean, tuple(reference.shape[-2:]))
     row = evaluate(mean, reference)
-    S, P = int(reference.shape[0]), int(res.samples.shape[0])
+    S, P = int(reference.shape[0]), n_samples_of(res)
     row.update(time_per_sample_s=float(res.wall_time) / (S * P), nfe=int(res.nfe), n_slices=S, n_samples=P)
     return row
 
@@ -341,7 +386,7 @@ def write_result(stage: Path, name: str, res, *, array_format: str = "npz", keep
         _save_stack_png(stage / f"{name}_mean.png", mean, f"{name}: mean"),
     ]
     std = res.std.reshape(-1, *res.std.shape[-2:]) if res.std is not None else None
-    if std is not None and res.samples.shape[0] > 1:
+    if std is not None and n_samples_of(res) > 1:
         files.append(io.save_nifti(stage / f"{name}_std.nii.gz", std, voxel_size=voxel_size))
         files.append(_save_stack_png(stage / f"{name}_std.png", std, f"{name}: std", cmap="magma"))
     arrays = {
@@ -393,6 +438,35 @@ def check_seed(seed: int) -> int:
     return seed
 
 
+#: Bytes a sampler holds per chain, in units of one coil k-space ``C*H*W`` complex64: measured for pULA
+#: at 320x320 with 16 coils (issue 22: ~0.35 GB per sample = 27 x 13.1 MB).
+CHAIN_BYTES_FACTOR = 27
+
+
+def available_memory() -> int | None:
+    """``MemAvailable`` of ``/proc/meminfo`` in bytes (None where there is none)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _warn_chain_memory(P: int, chunk: int | None, C: int, H: int, W: int) -> None:
+    # An estimate, so a warning and not an error: a run that will not fit is said before the compute,
+    # with the --chunk that would.
+    per_chain = CHAIN_BYTES_FACTOR * C * H * W * 8
+    at_once = min(P, chunk or P)
+    avail = available_memory()
+    if avail is not None and at_once * per_chain > avail:
+        fit = max(1, int(avail // per_chain))
+        warnings.warn(f"{at_once} chains at once need about {at_once * per_chain / 2**30:.1f} GiB "
+                      f"({C} coils, {H}x{W}); {avail / 2**30:.1f} GiB available: use --chunk {fit}", stacklevel=3)
+
+
 def output_bytes(shape: tuple[int, int, int], n_samples: int, keep_samples: int) -> int:
     """Upper bound of the bytes :func:`write_result` writes for ``S`` slices of ``H x W`` (uncompressed)."""
     S, H, W = shape
@@ -410,6 +484,8 @@ def run(args) -> int:
         raise ValueError(f"--keep-samples must be >= 0, got {args.keep_samples}")
     check_threads(args.threads)
     check_seed(args.seed)
+    if args.chunk is not None and args.chunk < 1:
+        raise ValueError(f"--chunk must be >= 1, got {args.chunk}")
     device = resolve_device(args.device)
     path = check_input_file(args.input)
     if getattr(args, "weights", None) is not None:
@@ -435,6 +511,8 @@ def _run(args, path: Path, device) -> int:
     P = int(args.samples) if method_info(args.method).stochastic else 1
     # Fail before the compute, not after it: a folder that cannot be written or a full disk.
     io.check_writable(out, need_bytes=output_bytes((S, H, W), P, args.keep_samples))
+    if P > 1:
+        _warn_chain_memory(P, args.chunk, int(samples[0].kspace.shape[0]), H, W)
     progress = not args.no_progress
     from tqdm.auto import tqdm
 
@@ -448,8 +526,8 @@ def _run(args, path: Path, device) -> int:
                 options = {"weights": str(args.weights)} if getattr(args, "weights", None) is not None else None
                 res = run_method(args.method, samples, n_samples=args.samples, seed=args.seed, device=device,
                                  maps="espirit", progress=progress, on_slice=lambda: bar.update(1),
-                                 options=options)
-            S, P = int(res.mean.shape[0]), int(res.samples.shape[0])
+                                 options=options, chunk=args.chunk, keep=args.keep_samples)
+            S, P = int(res.mean.shape[0]), n_samples_of(res)
             write_result(stage, args.method, res, array_format=args.array_format, keep_samples=args.keep_samples)
             if reference is not None:
                 row = schema_row(res, reference)
