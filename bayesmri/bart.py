@@ -6,6 +6,7 @@ convert between those files and numpy arrays with the same index order as BART (
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
@@ -37,14 +38,25 @@ def readcfl(name) -> np.ndarray:
     hdr = Path(base + ".hdr")
     if not hdr.exists():
         raise FileNotFoundError(f"{hdr}: BART header not found")
-    lines = [ln for ln in hdr.read_text().splitlines() if ln and not ln.startswith("#")]
+    try:
+        text = hdr.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"{hdr}: header is not text") from None
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
     if not lines:
         raise ValueError(f"{hdr}: header has no dimension line")
-    dims = [int(d) for d in lines[0].split()]
-    n = int(np.prod(dims))
-    data = np.fromfile(base + ".cfl", dtype=np.complex64)
-    if data.size != n:
-        raise ValueError(f"{base}.cfl: expected {n} complex values for dims {dims}, found {data.size}")
+    words = lines[0].split()
+    if not words or not all(w.isascii() and w.isdigit() for w in words):
+        raise ValueError(f"{hdr}: dimension line must be non-negative integers, got {lines[0][:60]!r}")
+    dims = [int(w) for w in words]
+    n = math.prod(dims)  # exact: a header of huge dims must not overflow into a small count
+    cfl = Path(base + ".cfl")
+    if not cfl.is_file():
+        raise FileNotFoundError(f"{cfl}: BART data file not found")
+    size = cfl.stat().st_size
+    if size != 8 * n:  # checked before reading, so a lying header never allocates
+        raise ValueError(f"{cfl}: expected {n} complex values for dims {dims}, found {size / 8:g}")
+    data = np.fromfile(cfl, dtype=np.complex64)
     while len(dims) > 1 and dims[-1] == 1:
         dims.pop()
     return data.reshape(dims, order="F")

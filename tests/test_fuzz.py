@@ -272,3 +272,34 @@ def test_simulate_options_give_a_result_or_one_line(data, tmp_path):
     _check_outcome(rc, err, "simulate")
     if rc == 0:
         assert Path(argv[argv.index("--out") + 1]).is_file()
+
+
+# ---------------------------------------------------------------------------------------------- BART cfl
+@st.composite
+def cfl_pair(draw):
+    dims_line = draw(st.one_of(
+        st.lists(st.integers(0, 5), min_size=1, max_size=5).map(lambda d: " ".join(map(str, d))),
+        st.sampled_from(["", "abc", "-3 4", "2.5 3", "1e3", "4 4 99999999999999999999", "3\x00 4", "١ ٢"]),
+        st.text(max_size=20),
+    ))
+    header = draw(st.sampled_from(["# Dimensions\n{}\n", "{}\n", "# only a comment\n", "{}"])).format(dims_line)
+    n_values = draw(st.integers(0, 40))
+    return header, n_values, draw(st.booleans())
+
+
+@FUZZ
+@given(spec=cfl_pair())
+def test_cfl_reader_gives_the_array_or_a_clean_error(spec, tmp_path):
+    from bayesmri.bart import readcfl
+
+    header, n_values, odd_bytes = spec
+    base = tmp_path / f"c{next(_count)}"
+    Path(str(base) + ".hdr").write_text(header)
+    data = (np.arange(n_values) + 1j).astype(np.complex64).tobytes() + (b"x" if odd_bytes else b"")
+    Path(str(base) + ".cfl").write_bytes(data)
+    try:
+        a = readcfl(base)
+    except Exception as exc:  # noqa: BLE001
+        _clean(exc, base)
+        return
+    assert a.dtype == np.complex64 and a.size == n_values and not odd_bytes
