@@ -460,3 +460,19 @@ def test_memory_estimate_warns_with_a_chunk_that_fits(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         recon._warn_chain_memory(64, 3, 16, 320, 320)  # 3 chains (0.99 GiB) fit in 1 GiB: silent
+
+
+def test_sigterm_during_training_checkpoints_and_exits_143(tmp_path):
+    run = tmp_path / "t"
+    p = subprocess.Popen([sys.executable, "-m", "bayesmri.cli", *TRAIN, "--steps", "400", "--out", str(run)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+    t0 = time.time()
+    while time.time() - t0 < 120 and not (run / "log.csv").exists():  # training has started
+        time.sleep(0.1)
+    p.send_signal(signal.SIGTERM)
+    err = p.communicate(timeout=120)[1].decode()
+    assert p.returncode == 143, err[-1500:]
+    assert "training interrupted at step" in err.strip().splitlines()[-1]
+    import torch
+
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] >= 1

@@ -314,9 +314,17 @@ def _mask_image(sample) -> torch.Tensor:
 
 
 def run(args) -> int:
+    import math
+
+    from .. import io
+    from .recon import check_seed, check_threads
+
     progress = not args.no_progress
-    if args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    check_threads(args.threads)
+    check_seed(args.seed)
+    if not math.isfinite(args.snr):
+        raise ValueError(f"--snr must be a finite number of dB, got {args.snr}")
+    io.check_writable(args.out)  # before minutes of compute, not after
     previous = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:

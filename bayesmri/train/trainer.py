@@ -45,6 +45,7 @@ from torch import nn
 from torch.utils.data import Dataset, DistributedSampler
 from torch.utils.data import default_collate
 
+from .._interrupt import Interrupted
 from ..io import atomic_path, remove_stale_temporaries
 from .distributed import DistInfo, dist_info
 
@@ -538,8 +539,9 @@ class Trainer:
         old = {}
 
         def handler(signum, frame):
+            self._signum = signum  # exit status 128 + signal (130 SIGINT, 143 SIGTERM) under the CLI
             if self._stop:  # second signal: give up at once
-                raise KeyboardInterrupt
+                raise Interrupted(signum)
             self._stop = True
 
         for s in (signal.SIGINT, signal.SIGTERM):
@@ -605,7 +607,8 @@ class Trainer:
         self._close_log()
         rate = (self.step - step0) / max(time.perf_counter() - t0, 1e-9)
         if interrupted:
-            raise KeyboardInterrupt(f"training interrupted at step {self.step}; checkpoint {self.ckpt_path}")
+            raise Interrupted(getattr(self, "_signum", None) or signal.SIGINT,
+                              f"training interrupted at step {self.step}; checkpoint {self.ckpt_path}")
         out = None
         if export and self.dist.is_main:
             out = self.export(self.out_dir / EXPORT_STEM)
