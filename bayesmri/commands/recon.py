@@ -509,6 +509,10 @@ def _run(args, path: Path, device) -> int:
     S = len(samples)
     H, W = samples[0].img_shape
     P = int(args.samples) if method_info(args.method).stochastic else 1
+    if reference is not None and (reference.shape[-2] > H or reference.shape[-1] > W):
+        # schema_row would find this only after the compute
+        raise ValueError(f"{path}: reference of {reference.shape[-2]} x {reference.shape[-1]} is larger than the "
+                         f"k-space matrix {H} x {W}")
     # Fail before the compute, not after it: a folder that cannot be written or a full disk.
     io.check_writable(out, need_bytes=output_bytes((S, H, W), P, args.keep_samples))
     if P > 1:
