@@ -238,8 +238,10 @@ def atomic_dir(path: str | os.PathLike, *, replace: Sequence[str] = (), merge_js
         ``null`` removes the key (and an empty result the file).
 
     The commit (merge, removals, renames) runs under :func:`folder_lock`, so concurrent runs into one
-    folder serialise and lose nothing, with SIGINT/SIGTERM deferred until it is complete. Leftover
-    staging folders of killed runs are removed first.
+    folder serialise and lose nothing, with SIGINT/SIGTERM deferred until it is complete. A journal
+    (``.bayesmri-commit.json`` in ``path``, present only during the renames) lets the next
+    ``atomic_dir`` on the folder finish a commit whose process was killed (SIGKILL, power cut) half
+    way. Leftover staging folders of killed runs are removed first.
     """
     import shutil
 
@@ -249,28 +251,76 @@ def atomic_dir(path: str | os.PathLike, *, replace: Sequence[str] = (), merge_js
     if path.exists() and not path.is_dir():
         raise ValueError(f"output path {path} exists and is not a folder")
     path.parent.mkdir(parents=True, exist_ok=True)
+    if (path / COMMIT_JOURNAL).exists():  # a commit killed half way: finish it before anything else
+        with _interrupt.deferred(), folder_lock(path):
+            _roll_forward(path)
     remove_stale_temporaries(path.parent, path.name)
     stage = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         yield stage
         with _interrupt.deferred(), folder_lock(path):
+            _roll_forward(path)
             for name in merge_json:
                 if (stage / name).exists():
                     _merge_json(path / name, stage / name)
-            for name in replace:
-                old = path / name
-                if not (stage / name).exists() and (old.exists() or old.is_symlink()):
-                    if old.is_dir() and not old.is_symlink():
-                        shutil.rmtree(old)
-                    else:
-                        old.unlink()
-            for entry in sorted(stage.iterdir()):
-                dest = path / entry.name
-                if dest.is_dir() and not dest.is_symlink():
-                    shutil.rmtree(dest)
-                os.replace(entry, dest)
+            remove = [name for name in replace
+                      if not (stage / name).exists() and ((path / name).exists() or (path / name).is_symlink())]
+            # The journal makes the renames below one step for every later reader of the folder: a
+            # process killed among them leaves it, and the next atomic_dir on this folder finishes
+            # the commit from the staging folder that the dead process could not remove.
+            save_json(path / COMMIT_JOURNAL, {"stage": str(stage), "remove": remove,
+                                              "move": sorted(e.name for e in stage.iterdir())})
+            _apply_commit(path, stage, remove)
+            (path / COMMIT_JOURNAL).unlink()
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+#: Name of the commit journal :func:`atomic_dir` keeps in the destination folder during its renames.
+COMMIT_JOURNAL = ".bayesmri-commit.json"
+
+
+def _apply_commit(path: Path, stage: Path, remove: Sequence[str]) -> None:
+    # Idempotent, so that a roll-forward may repeat what a killed commit had already done.
+    import shutil
+
+    for name in remove:
+        old = path / name
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+        elif old.exists() or old.is_symlink():
+            old.unlink()
+    if not stage.is_dir():
+        return
+    for entry in sorted(stage.iterdir()):
+        dest = path / entry.name
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        os.replace(entry, dest)
+
+
+def _roll_forward(path: Path) -> None:
+    """Finish the commit recorded in ``path``'s journal (call with :func:`folder_lock` held).
+
+    A journal found under the lock belongs to a process that died during its renames (a live one
+    would hold the lock). Its staging folder still holds the files not yet moved.
+    """
+    import shutil
+
+    journal = path / COMMIT_JOURNAL
+    if not journal.exists():
+        return
+    try:
+        rec = load_json(journal)
+        stage = Path(rec["stage"])
+        remove = [str(n) for n in rec.get("remove", [])]
+    except (ValueError, OSError, KeyError, TypeError):
+        journal.unlink()  # torn journal: its commit had not started (the journal is written atomically)
+        return
+    if stage.parent == path.parent and stage.name.startswith(f".{path.name}."):  # never outside its place
+        _apply_commit(path, stage, remove)
+        shutil.rmtree(stage, ignore_errors=True)
+    journal.unlink()
 
 
 def to_numpy(x) -> np.ndarray:

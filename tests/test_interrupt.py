@@ -88,3 +88,39 @@ def test_check_writable_refuses_a_file_in_the_path_and_too_little_space(tmp_path
         io.check_writable(tmp_path / "out", need_bytes=1 << 62)
     assert io.check_writable(tmp_path / "new" / "out") == tmp_path / "new" / "out"
     assert list((tmp_path / "new").iterdir()) == []  # the probe file is gone
+
+
+def _commit_and_die(out):
+    # child process: commit three files and die (like SIGKILL) right after the first rename
+    real_replace = os.replace
+
+    def replace(src, dst):
+        real_replace(src, dst)
+        if str(dst).endswith("a.txt"):
+            os._exit(9)
+
+    os.replace = replace
+    with io.atomic_dir(out, replace=["old.txt"]) as stage:
+        for name in ("a.txt", "b.txt", "c.txt"):
+            (stage / name).write_text("new " + name)
+
+
+def test_commit_killed_half_way_is_finished_by_the_next_run(tmp_path):
+    import multiprocessing as mp
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("b.txt", "old.txt"):
+        (out / name).write_text("old " + name)
+    p = mp.get_context("fork").Process(target=_commit_and_die, args=(out,))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 9
+    # the kill left a mix (new a, old b, no c) and the journal; no reader should trust it as final
+    assert (out / "a.txt").read_text() == "new a.txt" and (out / "b.txt").read_text() == "old b.txt"
+    assert (out / io.COMMIT_JOURNAL).exists()
+    with io.atomic_dir(out) as stage:  # any later run into the folder
+        (stage / "z.txt").write_text("z")
+    assert {p.name: p.read_text() for p in out.iterdir()} == {
+        "a.txt": "new a.txt", "b.txt": "new b.txt", "c.txt": "new c.txt", "z.txt": "z"}
+    assert [p.name for p in tmp_path.iterdir() if p.name != "out"] == []  # the dead run's stage is gone
