@@ -476,3 +476,40 @@ def test_sigterm_during_training_checkpoints_and_exits_143(tmp_path):
     import torch
 
     assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] >= 1
+
+
+def test_partial_on_request_writes_finished_slices_marked_partial(data, tmp_path):
+    d, four = data
+    out = tmp_path / "out"
+    r = cli("recon", four, "--method", "zf", "--out", out, "--no-progress")
+    assert r.returncode == 0, r.stderr
+    zf_before = snapshot(out)
+    p = subprocess.Popen([sys.executable, "-m", "bayesmri.cli", "recon", str(four), "--method", "pula",
+                          "--samples", "2", "--out", str(out), "--partial"], stderr=subprocess.PIPE, env=ENV)
+    buf = b""
+    while True:  # slice 0 done ("1/4" on the recon bar), slice 1's sampler running ("sigma=" after it)
+        c = p.stderr.read1(4096)
+        if not c:
+            break
+        buf += c
+        i = buf.find(b"1/4")
+        if i >= 0 and b"sigma=" in buf[i:]:
+            p.send_signal(signal.SIGINT)
+            break
+    buf += p.stderr.read()
+    assert p.wait(timeout=120) == 130, buf.decode()[-1500:]
+    last = buf.decode().replace("\r", "\n").strip().splitlines()[-1]
+    assert "the first 1 of 4 slices written" in last and "pula.partial" in last, last
+    met = json.loads((out / "metrics.json").read_text())
+    row = next(iter(met["pula.partial"].values()))
+    assert row["partial"] is True and row["n_slices"] == 1 and row["n_slices_total"] == 4
+    assert np.load(out / "pula.partial.npz")["mean"].shape[0] == 1
+    assert "pula" not in met and not (out / "pula.npz").exists()  # nothing under the complete name
+    assert {k: v for k, v in snapshot(out).items() if k.startswith("zf")} == {
+        k: v for k, v in zf_before.items() if k.startswith("zf")}
+    # a complete run of the method retires its partial result
+    r = cli("recon", four, "--method", "pula", "--out", out, "--no-progress")
+    assert r.returncode == 0, r.stderr
+    met = json.loads((out / "metrics.json").read_text())
+    assert "pula.partial" not in met and "pula" in met and "zf" in met
+    assert not any(p.name.startswith("pula.partial") for p in out.iterdir())

@@ -52,6 +52,9 @@ def add_arguments(parser) -> None:
                              "(default: the method's shipped weights)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads, at most the number of cores (default: 1)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--partial", action="store_true",
+                        help="on Ctrl-C/SIGTERM, write the slices finished so far as <method>.partial_* "
+                             "(metrics marked partial); without it an interrupted run writes nothing")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -140,7 +143,8 @@ def run_method(name: str, samples, *, n_samples: int = 1, seed: int = 0, device=
     held samples do not grow with ``n_samples`` times the number of slices.
 
     Stops with ``KeyboardInterrupt`` (:class:`bayesmri._interrupt.Interrupted` under the CLI) after a
-    slice whose sampler was interrupted: its chains were cut short, and no further slice is run.
+    slice whose sampler was interrupted: its chains were cut short, and no further slice is run. The
+    exception carries ``partial_result``: the slices completed before it (stacked as below), or None.
 
     Returns
     -------
@@ -165,7 +169,8 @@ def run_method(name: str, samples, *, n_samples: int = 1, seed: int = 0, device=
         return t.detach().cpu() if isinstance(t, torch.Tensor) else t
 
     means, stds, kept, nfes, walls = [], [], [], [], []
-    for i, sample in enumerate(samples):
+
+    def run_slice(i, sample):
         parts = []
         for c, n in enumerate(sizes):
             gen = torch.Generator(device=dev).manual_seed(int(seed) + i if c == 0 else _chunk_seed(seed, i, c))
@@ -194,14 +199,23 @@ def run_method(name: str, samples, *, n_samples: int = 1, seed: int = 0, device=
         kept.append(smp if keep is None else smp[: int(keep)])
         nfes.append(max(int(getattr(r, "nfe", 0) or 0) for r in parts))
         walls.append(sum(float(r.wall_time) for r in parts))
-        del parts, smp
-        if on_slice is not None:
-            on_slice()
 
-    out = SamplerResult(samples=torch.stack(kept, dim=1), mean=torch.stack(means),
-                        std=torch.stack(stds) if P > 1 else None, nfe=int(max(nfes)), wall_time=float(sum(walls)))
-    out.diagnostics["n_samples"] = P
-    return out
+    def stacked():
+        res = SamplerResult(samples=torch.stack(kept, dim=1), mean=torch.stack(means),
+                            std=torch.stack(stds) if P > 1 else None, nfe=int(max(nfes)), wall_time=float(sum(walls)))
+        res.diagnostics["n_samples"] = P
+        return res
+
+    try:
+        for i, sample in enumerate(samples):
+            run_slice(i, sample)
+            if on_slice is not None:
+                on_slice()
+    except KeyboardInterrupt as exc:
+        # The slices finished before the interrupt, for a caller asked to keep them (recon --partial).
+        exc.partial_result = stacked() if means else None
+        raise
+    return stacked()
 
 
 def reference_image(sample, maps: str = "true") -> torch.Tensor:
@@ -500,6 +514,26 @@ def run(args) -> int:
         torch.set_num_threads(previous)
 
 
+def write_partial(out: Path, args, res, reference, pattern: str, *, n_slices: int) -> str:
+    """Write the slices an interrupted run finished as ``<method>.partial_*`` (atomically); return that name.
+
+    A name no method can have (method names have no ``.``), so a partial result never replaces a
+    complete one; its ``metrics.json`` entry says ``"partial": true`` and how many slices it holds.
+    """
+    from .. import io
+
+    name = f"{args.method}.partial"
+    k = int(res.mean.shape[0])
+    with io.atomic_dir(out, replace=method_files(name), merge_json=["metrics.json"]) as stage:
+        write_result(stage, name, res, array_format=args.array_format, keep_samples=args.keep_samples)
+        row = None
+        if reference is not None:
+            row = schema_row(res, reference[:k])
+            row.update(partial=True, n_slices_total=int(n_slices))
+        io.save_json(stage / "metrics.json", {name: {pattern: row} if row is not None else None})
+    return name
+
+
 def _run(args, path: Path, device) -> int:
     from .. import io
     from ..methods import method_info
@@ -524,8 +558,10 @@ def _run(args, path: Path, device) -> int:
 
     # The staging folder exists from here on, so an interrupted or failed run leaves `out` untouched;
     # the commit replaces this method's files (stale ones removed) and merges metrics.json per method.
+    # A complete run also retires a partial result of the same method (files and metrics entry).
+    replace = method_files(args.method) + method_files(f"{args.method}.partial")
     try:
-        with io.atomic_dir(out, replace=method_files(args.method), merge_json=["metrics.json"]) as stage:
+        with io.atomic_dir(out, replace=replace, merge_json=["metrics.json"]) as stage:
             with tqdm(total=S, desc=f"recon {args.method}", disable=not progress, file=sys.stderr) as bar:
                 options = {"weights": str(args.weights)} if getattr(args, "weights", None) is not None else None
                 res = run_method(args.method, samples, n_samples=args.samples, seed=args.seed, device=device,
@@ -535,17 +571,22 @@ def _run(args, path: Path, device) -> int:
             write_result(stage, args.method, res, array_format=args.array_format, keep_samples=args.keep_samples)
             if reference is not None:
                 row = schema_row(res, reference)
-                io.save_json(stage / "metrics.json", {args.method: {pattern: row}})
+                io.save_json(stage / "metrics.json", {args.method: {pattern: row}, f"{args.method}.partial": None})
                 summary = (f"{args.method} on {path.name} ({S} slices, {P} sample(s)): PSNR {row['psnr']:.2f} dB, "
                            f"SSIM {row['ssim']:.4f}, NMSE {row['nmse']:.4g}, {row['time_per_sample_s']:.3g} s/sample")
             else:
                 # no scores for this run: drop this method's entry of an earlier run (null removes it)
-                io.save_json(stage / "metrics.json", {args.method: None})
+                io.save_json(stage / "metrics.json", {args.method: None, f"{args.method}.partial": None})
                 summary = f"{args.method} on {path.name}: {S} slices, {P} sample(s), {res.wall_time:.3g} s (no ground truth)"
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", None) or _interrupt.pending() or signal.SIGINT
         kept = (f"the results were written to {out} before stopping" if getattr(exc, "deferred", False)
                 else f"nothing written, {out} left as it was")
+        partial = getattr(exc, "partial_result", None)
+        if getattr(args, "partial", False) and partial is not None and not getattr(exc, "deferred", False):
+            name = write_partial(out, args, partial, reference, pattern, n_slices=S)
+            kept = (f"the first {partial.mean.shape[0]} of {S} slices written to {out} as {name}* "
+                    f"(complete results there untouched)")
         raise _interrupt.Interrupted(signum, f"{exc or 'interrupted'}; {kept}") from None
     print(summary)
     print(f"wrote {out}")
