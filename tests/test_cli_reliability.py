@@ -462,6 +462,15 @@ def test_memory_estimate_warns_with_a_chunk_that_fits(monkeypatch):
         recon._warn_chain_memory(64, 3, 16, 320, 320)  # 3 chains (0.99 GiB) fit in 1 GiB: silent
 
 
+def test_chains_beyond_twice_the_memory_fail_before_the_compute(data, tmp_path):
+    d, four = data
+    t0 = time.perf_counter()
+    # 10^6 pULA chains at 64x64 with 4 coils: ~3.3 TB by the estimate
+    r = cli("recon", four, "--method", "pula", "--samples", "1000000", "--out", tmp_path / "o")
+    one_line_error(r, "1000000 chains at once", "--chunk")
+    assert "recon pula" not in r.stderr and time.perf_counter() - t0 < 60
+
+
 def test_sigterm_during_training_checkpoints_and_exits_143(tmp_path):
     run = tmp_path / "t"
     p = subprocess.Popen([sys.executable, "-m", "bayesmri.cli", *TRAIN, "--steps", "400", "--out", str(run)],
@@ -513,3 +522,15 @@ def test_partial_on_request_writes_finished_slices_marked_partial(data, tmp_path
     met = json.loads((out / "metrics.json").read_text())
     assert "pula.partial" not in met and "pula" in met and "zf" in met
     assert not any(p.name.startswith("pula.partial") for p in out.iterdir())
+
+
+@pytest.mark.parametrize("opt,needle", [(["--grad-clip", "nan"], "--grad-clip"), (["--seed", "-5"], "--seed"),
+                                        (["--seed", str(10**23)], "--seed"), (["--lr", "inf"], "lr")])
+def test_train_options_are_checked_before_training(tmp_path, opt, needle):
+    one_line_error(cli(*TRAIN, "--steps", "3", "--out", tmp_path / "t", *opt), needle)
+    assert not (tmp_path / "t" / "checkpoint.pt").exists()
+
+
+def test_train_unwritable_out_fails_before_training(tmp_path):
+    (tmp_path / "f").write_text("")
+    one_line_error(cli(*TRAIN, "--steps", "3", "--out", tmp_path / "f" / "run"), "is a file, not a folder")

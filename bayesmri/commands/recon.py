@@ -470,15 +470,22 @@ def available_memory() -> int | None:
 
 
 def _warn_chain_memory(P: int, chunk: int | None, C: int, H: int, W: int) -> None:
-    # An estimate, so a warning and not an error: a run that will not fit is said before the compute,
-    # with the --chunk that would.
+    # An estimate, so a warning when it exceeds the memory available now (other programs may free
+    # some); an error only when it exceeds twice the machine's whole memory, which no run survives.
+    from ..data.fastmri import max_slice_bytes
+
     per_chain = CHAIN_BYTES_FACTOR * C * H * W * 8
     at_once = min(P, chunk or P)
+    need = at_once * per_chain
+    phys = 4 * max_slice_bytes()  # the physical memory (or BAYESMRI_MAX_SLICE_BYTES x 4)
     avail = available_memory()
-    if avail is not None and at_once * per_chain > avail:
-        fit = max(1, int(avail // per_chain))
-        warnings.warn(f"{at_once} chains at once need about {at_once * per_chain / 2**30:.1f} GiB "
-                      f"({C} coils, {H}x{W}); {avail / 2**30:.1f} GiB available: use --chunk {fit}", stacklevel=3)
+    limit = avail if avail is not None else phys
+    fit = max(1, int(limit // per_chain))
+    what = f"{at_once} chains at once need about {need / 2**30:.1f} GiB ({C} coils, {H}x{W})"
+    if need > 2 * phys:
+        raise ValueError(f"{what}, more than twice this machine's {phys / 2**30:.1f} GiB: use --chunk {fit}")
+    if avail is not None and need > avail:
+        warnings.warn(f"{what}; {avail / 2**30:.1f} GiB available: use --chunk {fit}", stacklevel=3)
 
 
 def output_bytes(shape: tuple[int, int, int], n_samples: int, keep_samples: int) -> int:

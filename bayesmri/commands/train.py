@@ -67,10 +67,19 @@ def run(args) -> int:
     if getattr(args, "_train_run", None) is None:
         args._train_parser.print_help()
         return 2
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    from .recon import resolve_device
+    import math
 
+    from .. import io
+    from .recon import check_seed, resolve_device
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     resolve_device(device)  # `--device cuda` on a machine without CUDA: one line, before any work
+    check_seed(args.seed)
+    if args.grad_clip is not None and not math.isfinite(args.grad_clip):
+        raise ValueError(f"--grad-clip must be a finite number (0 = off), got {args.grad_clip}")
+    if not math.isfinite(args.ema):
+        raise ValueError(f"--ema must be a finite number in [0, 1), got {args.ema}")
+    io.check_writable(args.out)  # the first checkpoint must not be the first write to fail
     init_distributed()
     cfg = TrainConfig(
         steps=args.steps,
