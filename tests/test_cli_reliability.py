@@ -182,10 +182,14 @@ def test_threads_bounded_by_cores(data):
     one_line_error(r, "--threads", str(os.cpu_count()), "10000")
 
 
-def test_debug_shows_the_traceback(data):
+@pytest.mark.parametrize("where", ["recon_after", "top_before", "train_model_after"])
+def test_debug_shows_the_traceback(data, tmp_path, where):
     d, four = data
-    r = cli("recon", four, "--threads", "10000", "--debug")
-    assert r.returncode != 0 and "Traceback" in r.stderr
+    argv = {"recon_after": ["recon", four, "--threads", "10000", "--debug"],
+            "top_before": ["--debug", "recon", four, "--threads", "10000"],
+            "train_model_after": [*TRAIN, "--out", tmp_path / "t", "--seed", "-1", "--debug"]}[where]
+    r = cli(*argv)
+    assert r.returncode != 0 and "Traceback" in r.stderr and "ValueError" in r.stderr
 
 
 def test_simulate_rejects_non_finite_snr(tmp_path):

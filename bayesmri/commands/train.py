@@ -8,6 +8,7 @@ common options below). A model is listed only once its module exists. Multi-GPU 
 """
 from __future__ import annotations
 
+import argparse
 import importlib
 import importlib.util
 import sys
@@ -38,6 +39,9 @@ def _common_arguments(p) -> None:
     p.add_argument("--export-only", action="store_true",
                    help="do not train: write the EMA weights of OUT/checkpoint.pt (safe while a run is going on)")
     p.add_argument("--export-to", default=None, help="export stem (default OUT/model_ema), e.g. bayesmri/weights/x")
+    # also here, so `bayesmri train score ... --debug` works (SUPPRESS keeps an earlier --debug)
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show the full traceback of an error instead of one line")
 
 
 def add_arguments(parser) -> None:
