@@ -53,14 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
 USER_ERRORS = (ValueError, TypeError, OSError, MemoryError)
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc) -> str:
+    # an exception or warning message on one line, at most 400 characters
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 400 else text[:397] + "..."
 
 
 def _format_warning(prog: str):
     def fmt(message, category, filename, lineno, line=None):
-        return f"{prog}: warning: {_one_line(message) if isinstance(message, Warning) else message}\n"
+        return f"{prog}: warning: {_one_line(message)}\n"
 
     return fmt
 

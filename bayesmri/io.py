@@ -121,7 +121,8 @@ def check_writable(path: str | os.PathLike, *, need_bytes: int = 0, folder: bool
     """Check, before any compute, that ``path`` (a folder to create or fill) can be written.
 
     Tries what the real write will do (make the parent, create and remove a file beside ``path`` and
-    inside it if it exists) instead of ``os.access``, which says yes to root on a read-only mount.
+    inside it if it exists) instead of ``os.access``, which says yes to root whatever the permission
+    bits, and cannot see a path through a file or a full quota.
     ``need_bytes`` is compared with the free space of the file system. Raises ``OSError`` or
     ``ValueError`` with one line naming ``path``.
     """
