@@ -538,3 +538,19 @@ def test_train_options_are_checked_before_training(tmp_path, opt, needle):
 def test_train_unwritable_out_fails_before_training(tmp_path):
     (tmp_path / "f").write_text("")
     one_line_error(cli(*TRAIN, "--steps", "3", "--out", tmp_path / "f" / "run"), "is a file, not a folder")
+
+
+def test_single_coil_file_is_reconstructed(data, tmp_path):
+    import h5py
+
+    from bayesmri.data.fastmri import write_fastmri_h5
+
+    d, four = data
+    with h5py.File(four) as f:
+        k = f["kspace"][()][:, 0]  # (S, H, W): fastMRI's single-coil layout, reconstruction_esc
+    single = tmp_path / "single.h5"
+    write_fastmri_h5(single, k)
+    r = cli("recon", single, "--method", "sense", "--out", tmp_path / "o", "--no-progress")
+    assert r.returncode == 0, r.stderr  # was "ESPIRiT needs at least 2 coils" (a 1-coil map is 1)
+    mean = np.load(tmp_path / "o" / "sense.npz")["mean"]
+    assert mean.shape == k.shape and np.isfinite(mean).all() and np.abs(mean).max() > 0

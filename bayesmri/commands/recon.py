@@ -319,8 +319,11 @@ def load_h5_samples(path: Path):
                 mask_problems.append((i, problem))
         scale, k = _normalise(k)
         acs = acs2d if (mask.ndim == 2 and acs2d is not None and len(acs2d) == 2) else None
-        samples.append(MRISample(kspace=k, img_shape=(H, W), mask=mask, scale=scale, num_acs=acs,
-                                 metadata={"fname": Path(path).name, "slice": i}))
+        smp = MRISample(kspace=k, img_shape=(H, W), mask=mask, scale=scale, num_acs=acs,
+                        metadata={"fname": Path(path).name, "slice": i})
+        if k.shape[0] == 1:  # single-coil file: the coil map is 1 (ESPIRiT needs two coils)
+            smp._maps_espirit = torch.ones(1, H, W, dtype=torch.complex64)
+        samples.append(smp)
         ref = vol.read_target(i)
         if ref is not None and ref_ok:
             if not bool(torch.isfinite(ref).all()):
