@@ -554,3 +554,15 @@ def test_single_coil_file_is_reconstructed(data, tmp_path):
     assert r.returncode == 0, r.stderr  # was "ESPIRiT needs at least 2 coils" (a 1-coil map is 1)
     mean = np.load(tmp_path / "o" / "sense.npz")["mean"]
     assert mean.shape == k.shape and np.isfinite(mean).all() and np.abs(mean).max() > 0
+
+
+def test_data_problem_found_by_the_method_names_the_file(tmp_path):
+    from bayesmri.data.fastmri import write_fastmri_h5
+
+    rng = np.random.default_rng(0)
+    k = (rng.standard_normal((1, 4, 32, 32)) + 1j * rng.standard_normal((1, 4, 32, 32))).astype(np.complex64)
+    k[..., ::2] = 0  # every other column, the centre (column 16) among the missing ones
+    bad = tmp_path / "nocentre.h5"
+    write_fastmri_h5(bad, k)
+    one_line_error(cli("recon", bad, "--out", tmp_path / "o", "--no-progress"), str(bad), "centre")
+    assert not (tmp_path / "o").exists()

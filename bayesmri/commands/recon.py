@@ -515,6 +515,8 @@ def run(args) -> int:
     if getattr(args, "weights", None) is not None:
         from ..priors.loading import resolve_weights
 
+        if not method_info(args.method).stochastic:
+            raise ValueError(f"--weights is for the learned methods; {args.method!r} has no weights")
         resolve_weights(args.weights)  # a missing pair fails here; a corrupt one when the method loads it
     previous = torch.get_num_threads()
     torch.set_num_threads(args.threads)
@@ -574,9 +576,16 @@ def _run(args, path: Path, device) -> int:
         with io.atomic_dir(out, replace=replace, merge_json=["metrics.json"]) as stage:
             with tqdm(total=S, desc=f"recon {args.method}", disable=not progress, file=sys.stderr) as bar:
                 options = {"weights": str(args.weights)} if getattr(args, "weights", None) is not None else None
-                res = run_method(args.method, samples, n_samples=args.samples, seed=args.seed, device=device,
-                                 maps="espirit", progress=progress, on_slice=lambda: bar.update(1),
-                                 options=options, chunk=args.chunk, keep=args.keep_samples)
+                try:
+                    res = run_method(args.method, samples, n_samples=args.samples, seed=args.seed, device=device,
+                                     maps="espirit", progress=progress, on_slice=lambda: bar.update(1),
+                                     options=options, chunk=args.chunk, keep=args.keep_samples)
+                except ValueError as exc:
+                    # a problem of the data found by the method (e.g. "k-space centre is not sampled")
+                    # must still say which file
+                    if str(path) in str(exc):
+                        raise
+                    raise ValueError(f"{path}: {exc}") from None
             S, P = int(res.mean.shape[0]), n_samples_of(res)
             write_result(stage, args.method, res, array_format=args.array_format, keep_samples=args.keep_samples)
             if reference is not None:
