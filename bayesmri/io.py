@@ -204,12 +204,23 @@ def folder_lock(path: str | os.PathLike) -> Iterator[None]:
 def _merge_json(old_path: Path, new_path: Path) -> None:
     # Top-level keys of the new file replace those of the old one; the old file's other keys stay;
     # a new value of null removes the key. An empty result removes the file.
+    import warnings
+
     new = load_json(new_path)
     try:
         old = load_json(old_path) if old_path.exists() else {}
-    except (ValueError, OSError):
-        old = {}  # a corrupt file cannot be merged: the new one replaces it
-    if not (isinstance(old, dict) and isinstance(new, dict)):
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        old = None
+        why = f"is not valid JSON ({' '.join(str(exc).split())[:80]})"
+    else:
+        why = f"holds a JSON {type(old).__name__}, not an object"
+    if not isinstance(old, dict):
+        # Cannot be merged: set it aside instead of silently losing what it held.
+        keep = old_path.with_name(old_path.name + ".corrupt")
+        os.replace(old_path, keep)
+        warnings.warn(f"{old_path} {why}; moved to {keep.name} and replaced by this run's entries", stacklevel=4)
+        old = {}
+    if not isinstance(new, dict):
         return
     merged = {k: v for k, v in {**old, **new}.items() if v is not None}
     if merged:

@@ -51,7 +51,8 @@ def complex_array(draw, shape):
 def fastmri_file(draw):
     """A dict describing an .h5 file: mostly valid fastMRI layouts with one or more things broken."""
     spec = {}
-    kind = draw(st.sampled_from(["valid", "valid", "valid", "missing", "real", "rank", "group", "bytes"]))
+    kind = draw(st.sampled_from(["valid", "valid", "valid", "missing", "real", "rank", "group", "bytes", "c128",
+                                 "declared"]))
     S, C, H, W = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 12)), draw(st.integers(1, 12))
     if kind == "valid":
         spec["kspace"] = draw(complex_array((S, C, H, W)) if draw(st.booleans()) else complex_array((S, H, W)))
@@ -63,6 +64,12 @@ def fastmri_file(draw):
         spec["kspace"] = "group"
     elif kind == "bytes":
         spec["kspace"] = np.bytes_(b"not k-space")
+    elif kind == "c128":  # double precision, possibly beyond float32's range
+        with np.errstate(all="ignore"):  # the planted inf/nan times the factor
+            spec["kspace"] = draw(complex_array((S, C, H, W))).astype(np.complex128) * draw(
+                st.sampled_from([1.0, 1e-300, 1e300]))
+    elif kind == "declared":  # a huge shape with no data written (HDF5 fill value)
+        spec["kspace"] = ("declared", (S, C, 10**6, 10**6))
     hdr = draw(st.sampled_from(["valid", "valid", "missing", "garbage", "nomatrix", "badint", "huge"]))
     spec["header"] = {
         "valid": make_ismrmrd_header((H, W, 1), (H, W, 1)),
@@ -97,6 +104,8 @@ def _write(spec, folder: Path) -> Path:
         k = spec.get("kspace")
         if isinstance(k, str):
             f.create_group("kspace")
+        elif isinstance(k, tuple):
+            f.create_dataset("kspace", shape=k[1], dtype=np.complex64, chunks=(1, 1, 64, 64))
         elif k is not None:
             f["kspace"] = k
         if spec["header"] is not None:
@@ -303,3 +312,32 @@ def test_cfl_reader_gives_the_array_or_a_clean_error(spec, tmp_path):
         _clean(exc, base)
         return
     assert a.dtype == np.complex64 and a.size == n_values and not odd_bytes
+
+
+# ---------------------------------------------------------------------------------------------- training log
+@FUZZ
+@given(lines=st.lists(st.one_of(
+    st.integers(-3, 30).map(lambda i: f"{i},0.5,1e-4,1.0,0.1"),  # complete rows, any order, repeats
+    st.sampled_from(["1", "12,0.5", "x,0.5,1e-4,1.0,0.1", "", "7,0.5,1e-4,1.0,0.1,extra", "3.5,0.5,1e-4,1.0,0.1"]),
+), max_size=40), max_step=st.integers(0, 25))
+def test_training_log_rows_kept_on_resume_are_complete_increasing_and_bounded(lines, max_step, tmp_path):
+    import csv
+
+    from bayesmri.train.trainer import _valid_rows
+
+    log = tmp_path / f"log{next(_count)}.csv"
+    log.write_text("step,loss,lr,grad_norm,time_s\n" + "\n".join(lines))
+    with open(log, newline="") as f:
+        r = csv.DictReader(f)
+        kept = _valid_rows(r, r.fieldnames, max_step)
+    steps = [int(row["step"]) for row in kept]
+    assert steps == sorted(set(steps)) and all(1 <= s <= max_step for s in steps)
+    assert all(None not in row and None not in row.values() for row in kept)
+    # nothing complete and in order is dropped: the first complete row of each new step is kept
+    expected, last = [], 0
+    for ln in lines:
+        parts = ln.split(",")
+        if len(parts) == 5 and parts[0].lstrip("-").isdigit() and last < int(parts[0]) <= max_step:
+            expected.append(int(parts[0]))
+            last = int(parts[0])
+    assert steps == expected

@@ -124,3 +124,14 @@ def test_commit_killed_half_way_is_finished_by_the_next_run(tmp_path):
     assert {p.name: p.read_text() for p in out.iterdir()} == {
         "a.txt": "new a.txt", "b.txt": "new b.txt", "c.txt": "new c.txt", "z.txt": "z"}
     assert [p.name for p in tmp_path.iterdir() if p.name != "out"] == []  # the dead run's stage is gone
+
+
+def test_unreadable_metrics_json_is_set_aside_not_lost(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"tv": {"gro-r4": {"psnr": 3')  # torn by an editor
+    with pytest.warns(UserWarning, match="not valid JSON.*metrics.json.corrupt"):
+        with io.atomic_dir(out, merge_json=["metrics.json"]) as stage:
+            io.save_json(stage / "metrics.json", {"zf": {"x": 1}})
+    assert io.load_json(out / "metrics.json") == {"zf": {"x": 1}}
+    assert (out / "metrics.json.corrupt").read_text().startswith('{"tv"')

@@ -287,7 +287,13 @@ def _read_kspace_slice(fname: str, i: int, multicoil: bool) -> torch.Tensor:
             k = np.asarray(f["kspace"][i])
     except (OSError, KeyError) as e:
         raise ValueError(f"{fname}: cannot read kspace slice {i} ({_short(e)})") from None
-    t = torch.from_numpy(k.astype(np.complex64))
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, as an error
+        k32 = k.astype(np.complex64)
+    if k.dtype != np.complex64 and np.isfinite(k).all() and not np.isfinite(k32).all():
+        # float64 data beyond float32's range: say so instead of handing on infinities
+        raise ValueError(f"{fname}: kspace slice {i} has values up to {np.abs(k).max():.3g}, beyond single "
+                         "precision (3.4e38); rescale the file")
+    t = torch.from_numpy(k32)
     return t if multicoil else t[None]
 
 
