@@ -170,3 +170,19 @@ def test_calibration_statistics_p_gain_and_report(problem):
     # P-gain rejects the mean of copies: identical samples give 0 dB at every P
     same = post[:1].expand(8, *post.shape[1:])
     assert max(abs(v) for v in calibration_statistics(x, same, generator=0).gain) < 1e-9
+
+
+def test_calibration_options_are_validated():
+    with pytest.raises(ValueError, match="likelihood"):
+        ScoreMRI(likelihood="exact")
+    with pytest.raises(ValueError, match="annealed"):
+        ScoreMRI(likelihood="annealed", mode="ssos")
+    with pytest.raises(ValueError, match="lik_cap"):
+        ScoreMRI(likelihood="annealed", lik_cap=0)
+    with pytest.raises(ValueError, match="likelihood_schedule"):
+        AnnealedULA(likelihood_schedule="linear")
+    # the additive schedule ends at nu and starts near sigma_max sqrt(c lambda), like the geometric one
+    a, g = AnnealedULA(likelihood_schedule="additive"), AnnealedULA()
+    assert a.rho(0.0, 0.3, 2.0, 1.0) == pytest.approx((0.3**2 + 2 * 0.01**2) ** 0.5)
+    assert a.rho(1.0, 0.3, 2.0, 1.0) == pytest.approx(g.rho(1.0, 0.3, 2.0, 1.0), rel=1e-3)
+    assert a.rho(0.3, 0.3, 2.0, 1.0) < 0.5 * g.rho(0.3, 0.3, 2.0, 1.0)
