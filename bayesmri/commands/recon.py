@@ -15,15 +15,31 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["add_arguments", "run", "evaluate", "check_input_file", "resolve_device"]
+__all__ = ["add_arguments", "run", "evaluate", "check_input_file", "resolve_device", "parse_slices", "load_h5",
+           "DEFAULT_SAMPLES"]
+
+#: Samples per slice of a sampling method when --samples is not given: a std map and a P-gain need several.
+DEFAULT_SAMPLES = 8
+
+#: A file whose k-space has an acceleration below this is fully sampled (fastMRI pads the phase-encoding
+#: axis with zero lines: a fully sampled knee file has R of about 1.1).
+FULLY_SAMPLED_R = 1.25
+
+
+def _mask_patterns():
+    from ..physics.masks import MASK_PATTERNS
+
+    return list(MASK_PATTERNS)
 
 
 def add_arguments(parser) -> None:
@@ -36,7 +52,9 @@ def add_arguments(parser) -> None:
         help=f"reconstruction method, one of: {', '.join(names)} (default: zf)",
     )
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: <input stem>_<method>)")
-    parser.add_argument("--samples", type=int, default=1, help="posterior samples per slice (default: 1)")
+    parser.add_argument("--samples", type=int, default=None,
+                        help=f"posterior samples per slice (default: {DEFAULT_SAMPLES} for the sampling methods, "
+                             "enough for a std map and the calibration numbers; 1 for deterministic methods)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument(
@@ -52,6 +70,21 @@ def add_arguments(parser) -> None:
                              "(default: the method's shipped weights)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads, at most the number of cores (default: 1)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    study = parser.add_argument_group(
+        "retrospective study",
+        "undersample fully sampled k-space on reading (the reference then comes from the fully sampled data: "
+        "the file's reconstruction_rss/_esc, else the RSS of its k-space); one mask for every slice, as fastMRI")
+    study.add_argument("--mask", default=None, metavar="PATTERN",
+                       help=f"sampling pattern: {', '.join(_mask_patterns())}")
+    study.add_argument("--acceleration", type=float, default=None, metavar="R",
+                       help="acceleration of --mask (default: 4)")
+    study.add_argument("--acs", type=int, default=None, metavar="N",
+                       help="central calibration lines (1-D patterns) or N x N block (2-D) of --mask (default: "
+                            "max(10, 4%% of the lines) for 1-D, max(12, size/8) for 2-D, as `bayesmri simulate`)")
+    study.add_argument("--mask-seed", type=int, default=None, metavar="S",
+                       help="seed of --mask (default: GRO's frame 0 of Wen et al.; 0 for the random patterns)")
+    parser.add_argument("--slices", default=None, metavar="LIST",
+                        help="slices to reconstruct, e.g. 0,3,5-7 (default: all)")
     parser.add_argument("--partial", action="store_true",
                         help="on Ctrl-C/SIGTERM, write the slices finished so far as <method>.partial_* "
                              "(metrics marked partial); without it an interrupted run writes nothing")
@@ -87,24 +120,75 @@ def check_input_file(path: Path) -> Path:
     return path
 
 
+def _metric_tensors(mean: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    # one value per slice; complex PSNR only when the target has a phase
+    from .. import metrics as M
+
+    mean = mean.detach().cpu()
+    target = target.detach().cpu()
+    out = {"psnr": M.psnr(mean, target), "ssim": M.ssim(mean, target), "nmse": M.nmse(mean, target)}
+    if target.is_complex():
+        out["cpsnr"] = M.complex_psnr(mean, target)
+    return {k: v.reshape(-1) for k, v in out.items()}
+
+
 def evaluate(mean: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     """Slice-averaged metrics of ``mean (S, H, W)`` against ``target (S, H, W)``.
 
     Magnitude PSNR/SSIM/NMSE always; complex PSNR only when ``target`` is complex (a magnitude
     reference such as fastMRI's ``reconstruction_rss`` has no phase to compare with).
     """
-    from .. import metrics as M
-
-    mean = mean.detach().cpu()
-    target = target.detach().cpu()
-    out = {
-        "psnr": float(M.psnr(mean, target).mean()),
-        "ssim": float(M.ssim(mean, target).mean()),
-        "nmse": float(M.nmse(mean, target).mean()),
-    }
-    if target.is_complex():
-        out["cpsnr"] = float(M.complex_psnr(mean, target).mean())
+    out = {k: float(v.mean()) for k, v in _metric_tensors(mean, target).items()}
     return {k: v for k, v in out.items() if math.isfinite(v)}
+
+
+def evaluate_per_slice(mean: torch.Tensor, target: torch.Tensor) -> dict[str, list]:
+    """The metrics of :func:`evaluate`, one value per slice (``None`` where one is not finite: strict JSON)."""
+    return {k: [float(x) if math.isfinite(float(x)) else None for x in v]
+            for k, v in _metric_tensors(mean, target).items()}
+
+
+def calibration_numbers(res, reference: torch.Tensor) -> dict | None:
+    """Calibration of a sampler's kept samples against a magnitude ``reference (S, h, w)``, or None.
+
+    From :func:`bayesmri.calibration.calibration_statistics` (slices as replicates, sample magnitudes
+    against the reference magnitude): the P-gain of the mean of all kept samples over one sample and its
+    value for exact samples ``10 log10(2P / (P + 1))`` (near 0 dB: samples collapsed; far above: the
+    samples scatter more than their error), the std ratio (RMS error of the mean over the spread an exact
+    sampler predicts; 1 calibrated, > 1 over-confident) and the 90 % interval coverage; and per slice
+    :func:`bayesmri.metrics.std_error_correlation` of the std map with ``| |mean| - reference |``.
+    Needs at least two kept samples.
+    """
+    from ..calibration import calibration_statistics
+    from ..metrics import std_error_correlation
+
+    L = int(res.samples.shape[0]) if res.samples is not None else 0
+    if L < 2 or res.std is None:
+        return None
+    S = int(reference.shape[0])
+    shape = tuple(reference.shape[-2:])
+    smp = center_crop(res.samples.reshape(L, S, *res.samples.shape[-2:]), shape).abs().double()
+    ref = reference.double()
+    rep = calibration_statistics(ref, smp, Ps=[1, L], generator=0)
+    out = {"on": "sample magnitudes against the magnitude reference; slices as replicates", "n_samples": L,
+           "p_gain_db": rep.gain[-1], "p_gain_reference_db": rep.gain_theory[-1], "std_ratio": rep.std_ratio}
+    if rep.coverage:  # the widest central interval L samples can form (90 % needs L >= 19)
+        level = max(rep.coverage)
+        out.update(coverage_level=level, coverage=rep.coverage[level]["coverage"],
+                   coverage_nominal=rep.coverage[level]["nominal"])
+    std = center_crop(res.std.reshape(S, *res.std.shape[-2:]), shape).double()
+    err = center_crop(res.mean.reshape(S, *res.mean.shape[-2:]), shape).abs().double() - ref
+    corr = []
+    for s_, e_ in zip(std, err):
+        try:
+            corr.append(float(std_error_correlation(s_, e_)))
+        except ValueError:  # a constant map: the correlation is undefined
+            corr.append(None)
+    out["std_error_correlation_per_slice"] = [c if c is None or math.isfinite(c) else None for c in corr]
+    valid = [c for c in out["std_error_correlation_per_slice"] if c is not None]
+    if valid:
+        out["std_error_correlation"] = float(np.mean(valid))
+    return {k: v for k, v in out.items() if not (isinstance(v, float) and not math.isfinite(v))}
 
 
 def _accepts(fn, name: str) -> bool:
@@ -259,34 +343,135 @@ def center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x[..., t:t + h, l:l + w]
 
 
-def load_h5_samples(path: Path):
-    """Read an undersampled fastMRI-layout file into per-slice ``MRISample`` s.
+@dataclass
+class RetrospectiveMask:
+    """What ``recon --mask`` asks for: ``make_mask(pattern, (H, W), acceleration, num_acs, seed)`` applied
+    to every slice of a fully sampled file (one mask per volume, as fastMRI's retrospective masks)."""
 
-    The mask is the file's ``mask`` dataset when present and consistent, else the sampled locations
-    of each slice (nonzero k-space). Each slice is normalised by the 95th percentile of its
-    zero-filled RSS (GUIDE section 1). ``reconstruction_rss``/``_esc``, when present, is returned as
-    the magnitude reference in the same normalised units.
+    pattern: str
+    acceleration: float = 4.0
+    num_acs: object = None
+    seed: int | None = None
+
+
+@dataclass
+class H5Input:
+    """A fastMRI-layout file read for ``recon`` (:func:`load_h5`).
+
+    Attributes
+    ----------
+    samples : one ``MRISample`` per selected slice (normalised, GUIDE section 1).
+    reference : ``(S, h, w)`` float magnitude reference in the samples' units, or None.
+    pattern : the ``metrics.json`` pattern key (``gro-r4``; ``input`` when unknown).
+    slices : indices of the selected slices in the file.
+    geometry : :class:`bayesmri.data.fastmri.ImageGeometry` of the outputs (recon matrix, voxel size).
+    mask_info : JSON-friendly description of the mask (``source``: ``option`` / ``file`` / ``kspace``).
+    reference_source : where ``reference`` came from (None without one).
+    fully_sampled : the file's k-space was fully sampled (before any ``--mask``).
+    """
+
+    samples: list
+    reference: torch.Tensor | None
+    pattern: str
+    slices: list
+    geometry: object
+    mask_info: dict
+    reference_source: str | None
+    fully_sampled: bool
+
+    def mask_line(self) -> str:
+        """One line saying where the mask came from (printed by ``recon``)."""
+        m = self.mask_info
+        R = f"R={m['acceleration']:.3g}"
+        if m["source"] == "option":
+            acs = m.get("num_acs")
+            acs = "x".join(map(str, acs)) if isinstance(acs, (list, tuple)) else acs
+            seed = "GRO frame 0" if m.get("seed") is None else f"seed {m['seed']}"
+            return (f"mask: --mask {m['pattern']} {R} ({acs} ACS, {seed}) applied to the fully sampled k-space; "
+                    f"reference: {self.reference_source}")
+        if m["source"] == "file":
+            return f"mask: the file's 'mask' dataset, {R}"
+        if m["source"] == "file+kspace":
+            return f"mask: the file's 'mask' dataset, the nonzero k-space where they disagree, {R}"
+        full = " (fully sampled)" if self.fully_sampled else ""
+        return f"mask: the nonzero k-space of each slice, {R}{full}"
+
+
+def parse_slices(spec: str | None, n: int, fname="") -> list[int]:
+    """Slice indices of ``spec`` (``"0,3,5-7"``: items and inclusive ranges) in a file of ``n`` slices.
+
+    Returns the sorted distinct indices (all ``n`` for ``None``); ``ValueError`` names ``--slices`` for a
+    malformed item or an index outside ``[0, n)``.
+    """
+    if spec is None:
+        return list(range(n))
+    out = set()
+    for item in str(spec).split(","):
+        item = item.strip()
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", item)
+        if m is None:
+            raise ValueError(f"--slices: {item!r} is not a slice index or a range a-b (e.g. 0,3,5-7)")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        if lo > hi:
+            raise ValueError(f"--slices: empty range {item!r}")
+        if lo < 0 or hi >= n:
+            raise ValueError(f"--slices: {item!r} is outside the {n} slice(s) 0-{n - 1} of {fname}".rstrip())
+        out.update(range(lo, hi + 1))
+    if not out:
+        raise ValueError("--slices: no slice given")
+    return sorted(out)
+
+
+def load_h5_samples(path: Path):
+    """``(samples, reference, pattern)`` of every slice of ``path`` as given (no retrospective mask);
+    see :func:`load_h5`."""
+    d = load_h5(path)
+    return d.samples, d.reference, d.pattern
+
+
+def load_h5(path: Path, *, slices: list[int] | None = None, mask: RetrospectiveMask | None = None) -> H5Input:
+    """Read a fastMRI-layout file into per-slice ``MRISample`` s.
+
+    Without ``mask`` the mask is the file's ``mask`` dataset when present and consistent, else the
+    sampled locations of each slice (nonzero k-space). With ``mask`` (a retrospective study) the file
+    must be fully sampled: the mask is built once by :func:`bayesmri.physics.masks.make_mask` and applied
+    by :func:`bayesmri.physics.masks.apply_mask`, the function the simulator uses, so the data equal
+    those of a file written undersampled on the same mask. Each slice is then normalised by the 95th
+    percentile of its zero-filled RSS (GUIDE section 1). The reference is ``reconstruction_rss``/``_esc``
+    when present (magnitude, same normalised units); for a retrospective study without one, the RSS of
+    the fully sampled k-space cropped to the recon matrix.
+
+    Parameters
+    ----------
+    path : the file. slices : indices to read (default all). mask : :class:`RetrospectiveMask` or None.
 
     Returns
     -------
-    samples : list of MRISample; reference : Tensor ``(S, h, w)`` float or None; pattern : str
+    H5Input
     """
     import h5py
 
     from ..data import MRISample
-    from ..data.fastmri import read_fastmri_h5
-
-    from ..data.fastmri import max_slice_bytes
+    from ..data.fastmri import center_crop as crop_to, image_geometry, max_slice_bytes, read_fastmri_h5
+    from ..physics.coils import rss
+    from ..physics.fft import ifft2c
+    from ..physics.masks import acceleration_of, apply_mask, make_mask
 
     vol = read_fastmri_h5(path)  # validates layout; one-line ValueError naming the file
+    idx = parse_slices(None, vol.num_slices) if slices is None else list(slices)
+    if any(not 0 <= i < vol.num_slices for i in idx):
+        raise ValueError(f"--slices: {path} has {vol.num_slices} slice(s)")
     # Every slice is held (k-space, normalised copy, coil maps): refuse a volume that cannot fit.
-    need = vol.num_slices * int(np.prod(vol.shape[1:], dtype=np.float64)) * 8 * 3
+    need = len(idx) * int(np.prod(vol.shape[1:], dtype=np.float64)) * 8 * 3
     if need > 2 * max_slice_bytes():
-        raise ValueError(f"{path}: {vol.num_slices} slices of {' x '.join(map(str, vol.shape[1:]))} need about "
+        raise ValueError(f"{path}: {len(idx)} slices of {' x '.join(map(str, vol.shape[1:]))} need about "
                          f"{need / 2**30:.3g} GiB, more than half of this machine's memory")
     with h5py.File(path, "r") as f:
         file_mask = np.asarray(f["mask"][()]) if "mask" in f else None
     attrs = vol.attrs
+    geometry = image_geometry(vol.header, vol.shape)
+    H, W = vol.shape[-2:]
     # 2-D masks: the stored calibration block (the greedy search for the largest fully sampled
     # region can lock onto a thin strip of a Poisson pattern). 1-D masks: up to 24 x (central run).
     acs2d = attrs.get("bayesmri_num_acs")
@@ -300,31 +485,78 @@ def load_h5_samples(path: Path):
             warnings.warn(f"{path}: ignoring attribute bayesmri_num_acs={attrs.get('bayesmri_num_acs')!r} "
                           f"(expected one or two sizes within {vol.shape[-2]} x {vol.shape[-1]})", stacklevel=2)
             acs2d = None
+    retro = None
+    if mask is not None:
+        from .simulate import TWO_D_PATTERNS, default_num_acs
+
+        two_d = mask.pattern in TWO_D_PATTERNS
+        acs = mask.num_acs
+        if acs is None:
+            acs = default_num_acs(mask.pattern, min(H, W) if two_d else W)
+        elif two_d:
+            acs = (int(acs), int(acs))
+        # GRO's seed None is the paper's frame 0; the random patterns need a seed to be reproducible
+        seed = mask.seed if (mask.seed is not None or mask.pattern == "gro") else 0
+        try:
+            retro = make_mask(mask.pattern, (H, W), mask.acceleration, num_acs=acs, seed=seed)
+        except ValueError as exc:
+            raise ValueError(f"--mask {mask.pattern} at R={mask.acceleration:g} on {H} x {W} k-space: {exc}") from None
+        if two_d:
+            acs2d = tuple(acs)
+        mask_info = {"source": "option", "pattern": mask.pattern, "acceleration": acceleration_of(retro, (H, W)),
+                     "requested_acceleration": float(mask.acceleration),
+                     "num_acs": list(acs) if isinstance(acs, tuple) else int(acs), "seed": seed}
     samples, refs = [], []
     ref_ok = True
+    ref_source = None
     mask_problems = []  # (slice, description): one warning for the file, not one per slice
-    for i in range(vol.num_slices):
+    sources, Rs = set(), []
+    fully = True
+    for i in idx:
         k = vol.read_slice(i)  # (C, H, W)
-        H, W = k.shape[-2:]
         if not bool(torch.isfinite(torch.view_as_real(k)).all()):
             raise ValueError(f"{path}: kspace slice {i} contains NaN or Inf")
         sampled = (k != 0).any(0)
         if not bool(sampled.any()):
             raise ValueError(f"{path}: slice {i} has no sampled k-space (all zeros)")
         derived = sampled[0].to(torch.float32) if bool((sampled == sampled[:1]).all()) else sampled.to(torch.float32)
-        mask = derived
-        if file_mask is not None:
-            mask, problem = _check_file_mask(file_mask, sampled, derived)
-            if problem:
-                mask_problems.append((i, problem))
+        R_file = acceleration_of(derived, (H, W))
+        slice_full = R_file < FULLY_SAMPLED_R and (file_mask is None or bool((np.asarray(file_mask) != 0).all()))
+        fully = fully and slice_full
+        k_full = None
+        if retro is not None:
+            if not slice_full:
+                raise ValueError(f"{path}: --mask needs fully sampled k-space, but slice {i} is already undersampled "
+                                 f"(R={R_file:.2f}{', mask dataset' if file_mask is not None else ''}); "
+                                 "drop --mask to reconstruct it as it is")
+            k_full = k
+            k = apply_mask(k, retro)
+            m = retro
+            sources.add("option")
+        else:
+            m = derived
+            if file_mask is not None:
+                m, problem = _check_file_mask(file_mask, sampled, derived)
+                if problem:
+                    mask_problems.append((i, problem))
+                sources.add("kspace" if problem else "file")
+            else:
+                sources.add("kspace")
+            Rs.append(acceleration_of(m, (H, W)))
         scale, k = _normalise(k)
-        acs = acs2d if (mask.ndim == 2 and acs2d is not None and len(acs2d) == 2) else None
-        smp = MRISample(kspace=k, img_shape=(H, W), mask=mask, scale=scale, num_acs=acs,
+        acs = acs2d if (m.ndim == 2 and acs2d is not None and len(acs2d) == 2) else None
+        smp = MRISample(kspace=k, img_shape=(H, W), mask=m, scale=scale, num_acs=acs,
                         metadata={"fname": Path(path).name, "slice": i})
         if k.shape[0] == 1:  # single-coil file: the coil map is 1 (ESPIRiT needs two coils)
             smp._maps_espirit = torch.ones(1, H, W, dtype=torch.complex64)
         samples.append(smp)
         ref = vol.read_target(i)
+        if ref is None and k_full is not None:
+            # fastMRI's own definition of the target: RSS of the fully sampled coil images, cropped
+            ref = crop_to(rss(ifft2c(k_full.to(torch.complex128)), dim=-3), geometry.matrix).to(torch.float32)
+            ref_source = "rss of the fully sampled k-space"
+        elif ref is not None:
+            ref_source = "reconstruction_rss" if vol.has_rss else "reconstruction_esc"
         if ref is not None and ref_ok:
             if not bool(torch.isfinite(ref).all()):
                 # The reference is only for the metrics: keep the reconstruction, skip the scores.
@@ -339,14 +571,22 @@ def load_h5_samples(path: Path):
         warnings.warn(f"{path}: dataset 'mask' disagrees with the sampled k-space of slice(s) {which} "
                       f"(slice {mask_problems[0][0]}: {mask_problems[0][1]}); using the mask derived from the "
                       "nonzero k-space there", stacklevel=2)
-    reference = torch.stack(refs) if len(refs) == vol.num_slices and refs else None
-    pattern = attrs.get("bayesmri_pattern")
-    R = attrs.get("bayesmri_acceleration")
-    if pattern is not None and R is not None:
-        from .demo import pattern_name
+    reference = torch.stack(refs) if len(refs) == len(idx) and refs else None
+    from .demo import pattern_name
 
-        pattern = pattern_name(str(pattern), round(float(R), 2))
-    return samples, reference, pattern or "input"
+    if retro is not None:
+        pattern = pattern_name(mask.pattern, round(float(mask.acceleration), 2))
+    else:
+        source = "file+kspace" if len(sources) > 1 else sources.pop()
+        mask_info = {"source": source, "acceleration": float(np.mean(Rs))}
+        pattern = attrs.get("bayesmri_pattern")
+        R = attrs.get("bayesmri_acceleration")
+        if pattern is not None and R is not None and not fully:
+            pattern = pattern_name(str(pattern), round(float(R), 2))
+        else:
+            pattern = "full-r1" if fully else None
+    return H5Input(samples, reference, pattern or "input", idx, geometry, mask_info,
+                   ref_source if reference is not None else None, fully)
 
 
 def _check_file_mask(file_mask: np.ndarray, sampled: torch.Tensor, derived: torch.Tensor):
@@ -393,25 +633,39 @@ def _normalise(k: torch.Tensor) -> tuple[float, torch.Tensor]:
     return peak * rel, (kd / rel).to(torch.complex64)
 
 
-def write_result(stage: Path, name: str, res, *, array_format: str = "npz", keep_samples: int = 8, voxel_size=(1, 1, 1)):
-    """Write the image files of one method's result into ``stage``; return the written paths."""
+def write_result(stage: Path, name: str, res, *, array_format: str = "npz", keep_samples: int = 8,
+                 voxel_size=(1, 1, 1), slices=None, std_vmax: float | None = None):
+    """Write the image files of one method's result into ``stage``; return the written paths.
+
+    NIfTI stacks carry ``voxel_size`` (mm, from the file's header: :func:`bayesmri.data.fastmri.image_geometry`).
+    PNGs show up to 8 slices at full resolution with a colour bar; ``slices`` are their indices in the
+    input file (titles). The std PNG uses a colour map on the range ``[0, std_vmax]``: a caller that
+    writes several methods passes one ``std_vmax`` so that their std maps can be compared (default:
+    the largest std of this result).
+    """
     from .. import io
 
     mean = res.mean.reshape(-1, *res.mean.shape[-2:])
+    idx = list(slices) if slices is not None else list(range(mean.shape[0]))
     files = [
         io.save_nifti(stage / f"{name}_mean.nii.gz", mean, magnitude=True, voxel_size=voxel_size),
-        _save_stack_png(stage / f"{name}_mean.png", mean, f"{name}: mean"),
+        _save_stack_png(stage / f"{name}_mean.png", mean, f"{name}: posterior mean" if n_samples_of(res) > 1
+                        else f"{name}: reconstruction", idx, label="magnitude"),
     ]
     std = res.std.reshape(-1, *res.std.shape[-2:]) if res.std is not None else None
     if std is not None and n_samples_of(res) > 1:
         files.append(io.save_nifti(stage / f"{name}_std.nii.gz", std, voxel_size=voxel_size))
-        files.append(_save_stack_png(stage / f"{name}_std.png", std, f"{name}: std", cmap="magma"))
+        files.append(_save_stack_png(stage / f"{name}_std.png", std,
+                                     f"{name}: posterior std of {n_samples_of(res)} samples", idx, cmap="magma",
+                                     vmax=std_vmax, label="std"))
     arrays = {
         "mean": mean,
         "std": std,
         "samples": res.samples[:keep_samples],
         "nfe": np.int64(res.nfe),
         "wall_time": np.float64(res.wall_time),
+        "slices": np.asarray(idx, dtype=np.int64),
+        "voxel_size_mm": np.asarray(voxel_size, dtype=np.float64),
     }
     if array_format == "h5":
         files.append(io.save_h5(stage / f"{name}.h5", arrays, {"method": name}))
@@ -420,14 +674,56 @@ def write_result(stage: Path, name: str, res, *, array_format: str = "npz", keep
     return files
 
 
-def _save_stack_png(path, stack, title, cmap="gray", max_slices=8):
+def _save_stack_png(path, stack, title, slices, cmap="gray", vmax=None, label=None, max_slices=8):
     from .. import io
 
     n = min(stack.shape[0], max_slices)
     imgs = [stack[i].abs() if stack.is_complex() else stack[i] for i in range(n)]
-    vmax = float(max(im.max() for im in imgs))
-    titles = [f"{title} [{i}]" for i in range(n)] if n > 1 else [title]
-    return io.save_image_grid(path, imgs, titles, vmin=0.0, vmax=vmax or None, ncols=min(n, 4))
+    if vmax is None:
+        vmax = float(max(im.max() for im in imgs))
+    titles = [f"slice {slices[i]}" for i in range(n)]
+    more = f" (first {n} of {stack.shape[0]} slices; all in the NIfTI)" if stack.shape[0] > n else ""
+    return io.save_image_grid_native(path, imgs, titles, vmin=0.0, vmax=vmax or None, ncols=min(n, 4), cmap=cmap,
+                                     label=label, suptitle=title + more)
+
+
+def to_recon_grid(res, matrix):
+    """``res`` with mean, std and samples centre-cropped in image space to ``matrix`` ``(h, w)``: the
+    readout oversampling (and phase padding) removed as fastMRI does. Returns ``res`` if nothing to crop."""
+    from ..data.fastmri import center_crop as crop_to
+
+    if tuple(res.mean.shape[-2:]) == tuple(matrix):
+        return res
+    res.mean = crop_to(res.mean, matrix)
+    res.std = crop_to(res.std, matrix) if res.std is not None else None
+    res.samples = crop_to(res.samples, matrix) if res.samples is not None else None
+    return res
+
+
+def metrics_row(res, reference: torch.Tensor, data: H5Input | None = None, settings: dict | None = None) -> dict:
+    """The ``metrics.json`` entry of a ``recon`` run: :func:`schema_row` plus the per-slice values, the
+    calibration numbers of a sampler, the mask, the settings and the versions (``docs/metrics_schema.md``)."""
+    import platform
+
+    from .. import __version__
+
+    row = schema_row(res, reference)
+    mean = center_crop(res.mean.reshape(reference.shape[0], *res.mean.shape[-2:]), tuple(reference.shape[-2:]))
+    row["per_slice"] = evaluate_per_slice(mean, reference)
+    if data is not None:
+        row["per_slice"]["slice"] = list(data.slices[: reference.shape[0]])
+    cal = calibration_numbers(res, reference) if n_samples_of(res) > 1 else None
+    if cal is not None:
+        row["calibration"] = cal
+    if data is not None:
+        row["mask"] = dict(data.mask_info)
+        row["reference"] = data.reference_source
+        g = data.geometry
+        row["geometry"] = {"matrix": list(g.matrix), "voxel_mm": list(g.voxel_mm), "source": g.source}
+    if settings is not None:
+        row["settings"] = settings
+    row["versions"] = {"bayesmri": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    return row
 
 
 # --------------------------------------------------------------------------------------------------
@@ -498,10 +794,33 @@ def output_bytes(shape: tuple[int, int, int], n_samples: int, keep_samples: int)
     return S * H * W * per_pixel + (4 << 20)  # PNGs and headers
 
 
+def _retrospective_mask(args) -> RetrospectiveMask | None:
+    """The ``--mask`` options as a :class:`RetrospectiveMask` (checked), or None without ``--mask``."""
+    extra = [o for o, v in (("--acceleration", args.acceleration), ("--acs", args.acs),
+                            ("--mask-seed", args.mask_seed)) if v is not None]
+    if args.mask is None:
+        if extra:
+            raise ValueError(f"{', '.join(extra)} only apply with --mask PATTERN (a retrospective study)")
+        return None
+    if args.mask not in _mask_patterns():
+        raise ValueError(f"--mask: unknown sampling pattern {args.mask!r}; available: {', '.join(_mask_patterns())}")
+    R = 4.0 if args.acceleration is None else float(args.acceleration)
+    if not (math.isfinite(R) and R >= 1):
+        raise ValueError(f"--acceleration must be a finite number >= 1, got {args.acceleration}")
+    if args.acs is not None and args.acs < 1:
+        raise ValueError(f"--acs must be >= 1, got {args.acs}")
+    # GRO turns the seed into a float frame shift: 63-bit seeds lose their low bits (simulate's limit too)
+    if args.mask_seed is not None and not 0 <= args.mask_seed < 2**31 - 1:
+        raise ValueError(f"--mask-seed must be between 0 and 2**31 - 2, got {args.mask_seed}")
+    return RetrospectiveMask(args.mask, R, args.acs, args.mask_seed)
+
+
 def run(args) -> int:
     from ..methods import method_info
 
-    method_info(args.method)  # unknown names fail here, before any file is touched
+    info = method_info(args.method)  # unknown names fail here, before any file is touched
+    if args.samples is None:
+        args.samples = DEFAULT_SAMPLES if info.stochastic else 1
     if args.samples < 1:
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
     if args.keep_samples < 0:
@@ -510,12 +829,15 @@ def run(args) -> int:
     check_seed(args.seed)
     if args.chunk is not None and args.chunk < 1:
         raise ValueError(f"--chunk must be >= 1, got {args.chunk}")
+    _retrospective_mask(args)
+    if args.slices is not None:
+        parse_slices(args.slices, 10**9)  # the syntax here; the range once the file is open
     device = resolve_device(args.device)
     path = check_input_file(args.input)
     if getattr(args, "weights", None) is not None:
         from ..priors.loading import resolve_weights
 
-        if not method_info(args.method).stochastic:
+        if not info.stochastic:
             raise ValueError(f"--weights is for the learned methods; {args.method!r} has no weights")
         resolve_weights(args.weights)  # a missing pair fails here; a corrupt one when the method loads it
     previous = torch.get_num_threads()
@@ -526,7 +848,16 @@ def run(args) -> int:
         torch.set_num_threads(previous)
 
 
-def write_partial(out: Path, args, res, reference, pattern: str, *, n_slices: int) -> str:
+def _settings(args, path: Path, data: H5Input) -> dict:
+    # what was asked for, so a metrics.json entry can be reproduced (JSON types only)
+    return {"input": str(path), "method": args.method, "samples": int(args.samples), "seed": int(args.seed),
+            "keep_samples": int(args.keep_samples), "chunk": args.chunk,
+            "weights": None if getattr(args, "weights", None) is None else str(args.weights),
+            "maps": "espirit", "device": str(args.device), "threads": int(args.threads), "slices": list(data.slices),
+            "mask": args.mask, "acceleration": args.acceleration, "acs": args.acs, "mask_seed": args.mask_seed}
+
+
+def write_partial(out: Path, args, res, data: H5Input, *, n_slices: int, settings: dict | None = None) -> str:
     """Write the slices an interrupted run finished as ``<method>.partial_*`` (atomically); return that name.
 
     A name no method can have (method names have no ``.``), so a partial result never replaces a
@@ -536,13 +867,15 @@ def write_partial(out: Path, args, res, reference, pattern: str, *, n_slices: in
 
     name = f"{args.method}.partial"
     k = int(res.mean.shape[0])
+    res = to_recon_grid(res, data.geometry.matrix)
     with io.atomic_dir(out, replace=method_files(name), merge_json=["metrics.json"]) as stage:
-        write_result(stage, name, res, array_format=args.array_format, keep_samples=args.keep_samples)
+        write_result(stage, name, res, array_format=args.array_format, keep_samples=args.keep_samples,
+                     voxel_size=data.geometry.voxel_mm, slices=data.slices[:k])
         row = None
-        if reference is not None:
-            row = schema_row(res, reference[:k])
+        if data.reference is not None:
+            row = metrics_row(res, data.reference[:k], data, settings)
             row.update(partial=True, n_slices_total=int(n_slices))
-        io.save_json(stage / "metrics.json", {name: {pattern: row} if row is not None else None})
+        io.save_json(stage / "metrics.json", {name: {data.pattern: row} if row is not None else None})
     return name
 
 
@@ -551,9 +884,19 @@ def _run(args, path: Path, device) -> int:
     from ..methods import method_info
 
     out = args.out if args.out is not None else path.with_name(f"{path.stem}_{args.method}")
-    samples, reference, pattern = load_h5_samples(path)
+    slices = None
+    if args.slices is not None:
+        from ..data.fastmri import read_fastmri_h5
+
+        slices = parse_slices(args.slices, read_fastmri_h5(path).num_slices, path)
+    data = load_h5(path, slices=slices, mask=_retrospective_mask(args))
+    samples, reference, pattern = data.samples, data.reference, data.pattern
     S = len(samples)
     H, W = samples[0].img_shape
+    if data.fully_sampled and args.mask is None:
+        warnings.warn(f"{path}: the k-space is fully sampled, so this runs at R=1; for a retrospective study "
+                      "undersample it with --mask PATTERN --acceleration R", stacklevel=2)
+    print(data.mask_line())
     P = int(args.samples) if method_info(args.method).stochastic else 1
     if reference is not None and (reference.shape[-2] > H or reference.shape[-1] > W):
         # schema_row would find this only after the compute
@@ -564,6 +907,8 @@ def _run(args, path: Path, device) -> int:
     if P > 1:
         _warn_chain_memory(P, args.chunk, int(samples[0].kspace.shape[0]), H, W)
     progress = not args.no_progress
+    settings = _settings(args, path, data)
+    geo = data.geometry
     from tqdm.auto import tqdm
 
     from .. import _interrupt
@@ -587,9 +932,11 @@ def _run(args, path: Path, device) -> int:
                         raise
                     raise ValueError(f"{path}: {exc}") from None
             S, P = int(res.mean.shape[0]), n_samples_of(res)
-            write_result(stage, args.method, res, array_format=args.array_format, keep_samples=args.keep_samples)
+            res = to_recon_grid(res, geo.matrix)
+            write_result(stage, args.method, res, array_format=args.array_format, keep_samples=args.keep_samples,
+                         voxel_size=geo.voxel_mm, slices=data.slices)
             if reference is not None:
-                row = schema_row(res, reference)
+                row = metrics_row(res, reference, data, settings)
                 io.save_json(stage / "metrics.json", {args.method: {pattern: row}, f"{args.method}.partial": None})
                 summary = (f"{args.method} on {path.name} ({S} slices, {P} sample(s)): PSNR {row['psnr']:.2f} dB, "
                            f"SSIM {row['ssim']:.4f}, NMSE {row['nmse']:.4g}, {row['time_per_sample_s']:.3g} s/sample")
@@ -603,7 +950,7 @@ def _run(args, path: Path, device) -> int:
                 else f"nothing written, {out} left as it was")
         partial = getattr(exc, "partial_result", None)
         if getattr(args, "partial", False) and partial is not None and not getattr(exc, "deferred", False):
-            name = write_partial(out, args, partial, reference, pattern, n_slices=S)
+            name = write_partial(out, args, partial, data, n_slices=S, settings=settings)
             kept = (f"the first {partial.mean.shape[0]} of {S} slices written to {out} as {name}* "
                     f"(complete results there untouched)")
         raise _interrupt.Interrupted(signum, f"{exc or 'interrupted'}; {kept}") from None

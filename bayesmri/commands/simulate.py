@@ -27,12 +27,17 @@ def add_arguments(parser) -> None:
     parser.add_argument("--slices", type=int, default=4, help="number of slices, evenly spread (default: 4)")
     parser.add_argument(
         "--pattern", default="gro",
-        help="sampling pattern: gro, uniform1d, gaussian1d, gaussian2d, poisson, equispaced (default: gro)",
+        help="sampling pattern: gro, uniform1d, gaussian1d, gaussian2d, poisson, equispaced, or full (fully "
+             "sampled k-space, for retrospective studies with `bayesmri recon --mask`) (default: gro)",
     )
     parser.add_argument("--acceleration", type=float, default=4.0, help="acceleration R (default: 4)")
     parser.add_argument("--coils", type=int, default=8, help="simulated receive coils (default: 8)")
     parser.add_argument("--snr", type=float, default=30.0, help="signal-to-noise ratio in dB (default: 30)")
     parser.add_argument("--seed", type=int, default=0, help="seed of phase, noise and masks (default: 0)")
+    parser.add_argument("--mask-seed", type=int, default=None, metavar="S",
+                        help="one mask for every slice, make_mask(..., seed=S), the mask `bayesmri recon --mask "
+                             "PATTERN --mask-seed S` applies to fully sampled data (default: a mask per slice "
+                             "derived from --seed)")
     parser.add_argument("--size", type=int, default=128, help="image size H = W (default: 128)")
     parser.add_argument("--out", type=Path, default=Path("simulated.h5"), help="output .h5 (default: simulated.h5)")
 
@@ -61,18 +66,23 @@ def slice_positions(n_total: int, n: int) -> list[int]:
     return sorted(pos)
 
 
-def simulate_builtin(split="test", n_slices=4, pattern="gro", acceleration=4.0, coils=8, snr=30.0, seed=0, size=None):
+def simulate_builtin(split="test", n_slices=4, pattern="gro", acceleration=4.0, coils=8, snr=30.0, seed=0, size=None,
+                     mask_seed=None):
     """Simulated acquisitions of ``n_slices`` built-in slices: a list of :class:`MRISample`.
 
-    Masks differ per slice (deterministic, from ``seed``); see :class:`SimulatedBrainDataset`.
+    Masks differ per slice (deterministic, from ``seed``; see :class:`SimulatedBrainDataset`) unless
+    ``mask_seed`` is given: then every slice gets ``make_mask(pattern, (size, size), acceleration,
+    num_acs=default_num_acs(pattern, size), seed=mask_seed)``. ``pattern="full"``: fully sampled. The
+    phase and the noise do not depend on the mask, so the measured k-space of a pattern equals the
+    fully sampled k-space with that mask applied (:func:`bayesmri.physics.masks.apply_mask`).
     """
     from ..data import num_slices
     from ..data.builtin import DEFAULT_SIZE
     from ..physics.masks import MASK_PATTERNS
 
     size = DEFAULT_SIZE if size is None else int(size)
-    if pattern not in MASK_PATTERNS:
-        raise ValueError(f"unknown sampling pattern {pattern!r}; available: {', '.join(MASK_PATTERNS)}")
+    if pattern not in MASK_PATTERNS and pattern != "full":
+        raise ValueError(f"unknown sampling pattern {pattern!r}; available: {', '.join(MASK_PATTERNS)}, full")
     if int(coils) < 1:
         raise ValueError(f"coils must be >= 1, got {coils}")
     if float(acceleration) < 1:
@@ -86,6 +96,7 @@ def simulate_builtin(split="test", n_slices=4, pattern="gro", acceleration=4.0, 
         split, size=size, pattern=pattern, acceleration=float(acceleration), ncoils=int(coils),
         snr_db=float(snr), seed=int(seed), num_acs=acs, indices=pos, espirit_options=esp,
     )
+    ds.mask_seed = mask_seed
     return [ds[i] for i in range(len(ds))]
 
 
@@ -99,7 +110,9 @@ def _Dataset(*args, **kw):
         def mask_for(self, pos: int):
             if self.pattern == "full":
                 return super().mask_for(pos)
-            ms = derive_seed("mask", self.split, self.contrast, pos, self.seed) % (2**31 - 1)
+            ms = getattr(self, "mask_seed", None)
+            if ms is None:
+                ms = derive_seed("mask", self.split, self.contrast, pos, self.seed) % (2**31 - 1)
             return make_mask(self.pattern, (self.size, self.size), self.acceleration, num_acs=self.num_acs,
                              seed=ms, **self.mask_kwargs)
 
@@ -124,6 +137,10 @@ def run(args) -> int:
     from .recon import check_seed
 
     check_seed(args.seed)
+    if args.mask_seed is not None and not 0 <= args.mask_seed < 2**31 - 1:
+        raise ValueError(f"--mask-seed must be between 0 and 2**31 - 2, got {args.mask_seed}")
+    if args.pattern == "full":
+        args.acceleration = 1.0
     # bounds that keep one slice's arrays far below a workstation's memory (2048^2 x 128 coils = 4 GiB)
     if not 1 <= args.coils <= 128:
         raise ValueError(f"--coils must be between 1 and 128, got {args.coils}")
@@ -141,7 +158,8 @@ def run(args) -> int:
 
     io.check_writable(out, folder=False)
     samples = simulate_builtin(
-        args.split, args.slices, args.pattern, args.acceleration, args.coils, args.snr, args.seed, args.size
+        args.split, args.slices, args.pattern, args.acceleration, args.coils, args.snr, args.seed, args.size,
+        mask_seed=args.mask_seed,
     )
     # Raw units (undo the per-slice 95th-percentile normalisation), as a scanner would store them.
     k = torch.stack([s.kspace * s.scale for s in samples])
@@ -158,14 +176,15 @@ def run(args) -> int:
         "bayesmri_slice_positions": np.array([s.metadata["slice"] for s in samples], dtype=np.int64),
         "bayesmri_noise_sigma": np.array([s.noise_sigma * s.scale for s in samples], dtype=np.float64),
     }
-    if acs is not None:
+    full = args.pattern == "full"
+    if acs is not None and not full:
         attrs["bayesmri_num_acs"] = np.array(acs, dtype=np.int64)
     num_low = None
-    if mask.ndim == 1:
+    if mask.ndim == 1 and not full:
         num_low = _central_run(mask)
     write_fastmri_h5(
         out, k, reconstruction=ref, recon_size=tuple(samples[0].img_shape),
-        acquisition="bayesmri_simulated", mask=mask if same_mask else None, num_low_frequency=num_low,
+        acquisition="bayesmri_simulated", mask=mask if same_mask and not full else None, num_low_frequency=num_low,
         patient_id=f"bayesmri-{args.split}", extra_attrs=attrs,
     )
     R = attrs["bayesmri_acceleration"]

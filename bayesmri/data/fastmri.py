@@ -29,6 +29,7 @@ import torch
 from ..io import atomic_path
 from ..physics.coils import rss, svd_coil_compression
 from ..physics.fft import fft2c, ifft2c
+from ..physics.masks import apply_mask
 from .sample import MRISample, percentile_scale
 
 __all__ = [
@@ -36,6 +37,8 @@ __all__ = [
     "FastMRIVolume",
     "read_fastmri_h5",
     "parse_ismrmrd_header",
+    "ImageGeometry",
+    "image_geometry",
     "make_ismrmrd_header",
     "write_fastmri_h5",
     "center_crop",
@@ -140,6 +143,68 @@ def parse_ismrmrd_header(xml, fname: str = "<header>") -> dict:
             raise ValueError(f"{fname}: ismrmrd_header kspace_encoding_step_1/{tag} is not an integer: "
                              f"{node.text[:40]!r}") from None
     return out
+
+
+@dataclass(frozen=True)
+class ImageGeometry:
+    """Grid of a reconstruction as fastMRI delivers it (:func:`image_geometry`).
+
+    Attributes
+    ----------
+    matrix : ``(h, w)``: image size after the crop to the recon matrix (readout oversampling removed).
+    voxel_mm : ``(x, y, z)``: voxel size in mm along the readout (H), phase-encoding (W) and slice axes.
+    source : where ``voxel_mm`` came from: ``"reconSpace"``, ``"encodedSpace"`` or ``"default"`` (1 mm).
+    """
+
+    matrix: tuple
+    voxel_mm: tuple
+    source: str
+
+    @property
+    def affine(self) -> np.ndarray:
+        """``4 x 4`` NIfTI affine of an ``(h, w, slices)`` volume: the voxel sizes on the diagonal."""
+        return np.diag([float(v) for v in self.voxel_mm] + [1.0])
+
+
+def image_geometry(header: dict, kspace_shape) -> ImageGeometry:
+    """Output grid and voxel size of a reconstruction of k-space ``(..., H, W)`` with ISMRMRD ``header``.
+
+    fastMRI reconstructs the full k-space matrix and crops the image to the recon matrix (its
+    ``reconstruction_rss`` is ``320 x 320`` for ``640 x 368`` knee k-space: the 2x readout oversampling
+    and the phase padding go). The crop cannot grow an image, so each axis keeps ``min(recon, k-space)``.
+    The voxel size is ``FOV / matrix`` of the recon space (the FOV the cropped image spans); where the
+    header has no usable recon FOV, of the encoded space; else 1 mm.
+
+    Parameters
+    ----------
+    header : dict from :func:`parse_ismrmrd_header`.
+    kspace_shape : shape of the k-space, last two axes ``(H, W)`` (H = readout = ISMRMRD x).
+
+    Returns
+    -------
+    ImageGeometry
+    """
+    H, W = (int(v) for v in tuple(kspace_shape)[-2:])
+    rm = header.get("recon_matrix") or (None, None, None)
+    h = min(int(rm[0]), H) if rm[0] and int(rm[0]) > 0 else H
+    w = min(int(rm[1]), W) if rm[1] and int(rm[1]) > 0 else W
+
+    def spacing(space: str):
+        fov, mat = header.get(f"{space}_fov_mm"), header.get(f"{space}_matrix")
+        if not fov or not mat:
+            return None
+        out = []
+        for f, n in zip(fov, mat):
+            if f is None or n is None or not np.isfinite(f) or f <= 0 or n <= 0:
+                return None
+            out.append(float(f) / int(n))
+        return tuple(out)
+
+    for space, source in (("recon", "reconSpace"), ("encoded", "encodedSpace")):
+        vox = spacing(space)
+        if vox is not None:
+            return ImageGeometry((h, w), vox, source)
+    return ImageGeometry((h, w), (1.0, 1.0, 1.0), "default")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -433,7 +498,7 @@ def preprocess_multicoil(kspace: torch.Tensor, *, num_virtual: int | None = 8, c
     mask = torch.as_tensor(mask, dtype=torch.float32)
     if mask.ndim not in (1, 2) or mask.shape[-1] != w or (mask.ndim == 2 and mask.shape[0] != h):
         raise ValueError(f"mask must have shape ({w},) or ({h}, {w}), got {tuple(mask.shape)}")
-    y = k * (mask.reshape(1, w) if mask.ndim == 1 else mask)
+    y = apply_mask(k, mask)
     sigma = estimate_noise_sigma(k)
     scale = percentile_scale(rss(ifft2c(y), dim=-3), 0.95)
     md = dict(metadata or {})

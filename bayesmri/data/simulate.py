@@ -28,6 +28,7 @@ import torch
 from .._validate import as_generator, check_finite, check_mask, check_trajectory
 from ..physics.coils import birdcage_maps, normalize_maps
 from ..physics.fft import fft2c
+from ..physics.masks import apply_mask
 from .sample import MRISample, percentile_scale, zero_filled_magnitude
 
 __all__ = ["simulate_acquisition", "smooth_phase", "simulation_maps", "noise_sigma_for_snr", "derive_seed",
@@ -98,8 +99,7 @@ def _simulate_one(m, mask, trajectory, dcf, maps, snr_db, noise_sigma, g, phase_
         k = fft2c(coil_images)
         if sigma > 0:
             k = k + _complex_noise(k.shape, sigma, g)
-        m4 = mask.to(torch.float32)
-        k = k * (m4 if m4.ndim == 2 else m4.reshape(1, W))
+        k = apply_mask(k, mask)
         zf = zero_filled_magnitude(k)
     else:
         from ..physics.nufft import NonCartesianMRI

@@ -40,6 +40,7 @@ __all__ = [
     "gaussian_mask_2d",
     "poisson_disc_mask",
     "make_mask",
+    "apply_mask",
     "acceleration_of",
     "seed_from_name",
     "acs_slice",
@@ -573,6 +574,34 @@ def make_mask(pattern: str, shape: Sequence[int], acceleration: float, num_acs=N
     if pattern in _ONE_D:
         return fn(W, acceleration, num_acs, seed, **kw)
     return fn((H, W), acceleration, num_acs, seed, **kw)
+
+
+def apply_mask(kspace: torch.Tensor, mask) -> torch.Tensor:
+    """Measured k-space of a Cartesian acquisition: ``kspace`` with zeros off ``mask``.
+
+    The one place a mask is applied to full k-space: the simulator (``bayesmri simulate``), the fastMRI
+    preprocessing and the retrospective undersampling of ``bayesmri recon --mask`` all call it, so a
+    file written undersampled and a fully sampled file undersampled on reading give the same data.
+
+    Parameters
+    ----------
+    kspace : Tensor ``(..., H, W)``, complex
+    mask : Tensor or array ``(W,)`` (1-D, last axis) or ``(H, W)``, 0/1
+
+    Returns
+    -------
+    Tensor of the shape and dtype of ``kspace``.
+
+    Raises
+    ------
+    ValueError
+        If the mask does not fit the last two axes of ``kspace``.
+    """
+    H, W = kspace.shape[-2:]
+    m = torch.as_tensor(mask).to(device=kspace.device, dtype=torch.float32)
+    if m.ndim not in (1, 2) or m.shape[-1] != W or (m.ndim == 2 and m.shape[0] != H):
+        raise ValueError(f"mask must have shape ({W},) or ({H}, {W}), got {tuple(m.shape)}")
+    return kspace * (m.reshape(1, W) if m.ndim == 1 else m)
 
 
 def acceleration_of(mask, shape: Sequence[int]):
