@@ -1,12 +1,21 @@
 """``bayesmri recon``: reconstruct (or sample the posterior of) a fastMRI-layout ``.h5`` file.
 
-Writes into ``--out`` (default ``<input stem>_<method>/``):
+The mask is the file's ``mask`` dataset, else the nonzero k-space; with ``--mask PATTERN`` (a
+retrospective study) a fully sampled file is undersampled on reading by
+:func:`bayesmri.physics.masks.apply_mask`, the function the simulator uses, and scored against its
+fully sampled reference. One line says where the mask came from; a fully sampled file run without
+``--mask`` gets a warning (it runs at R=1). ``--slices`` picks slices.
 
-- ``<method>_mean.nii.gz`` (magnitude stack ``(H, W, S)``), ``<method>_mean.png`` (up to 8 slices),
-- ``<method>_std.nii.gz`` / ``<method>_std.png`` for methods that draw several samples,
+Writes into ``--out`` (default ``<input stem>_<method>/``), at the header's recon matrix (the image is
+cropped as fastMRI crops, which removes readout oversampling; :func:`bayesmri.data.fastmri.image_geometry`):
+
+- ``<method>_mean.nii.gz`` (magnitude stack ``(H, W, S)``, voxel size from the header's FOV),
+  ``<method>_mean.png`` (up to 8 slices at full resolution with a colour bar),
+- ``<method>_std.nii.gz`` / ``<method>_std.png`` (colour map and bar) for methods that draw several samples,
 - ``<method>.npz`` (or ``.h5`` with ``--array-format h5``): complex ``mean``, ``std``, ``samples``
-  (``(P, S, H, W)``, up to ``--keep-samples``), ``nfe``, ``wall_time``,
-- ``metrics.json`` when the file holds a ground truth (schema: ``docs/metrics_schema.md``).
+  (``(P, S, H, W)``, up to ``--keep-samples``), ``nfe``, ``wall_time``, ``slices``, ``voxel_size_mm``,
+- ``metrics.json`` when a reference is known (schema: ``docs/metrics_schema.md``): slice averages,
+  per-slice values, calibration numbers of a sampler, mask, geometry, settings and versions.
 
 All files are written into a staging folder that is moved into place only when everything has
 succeeded: a failed run leaves no output behind.
