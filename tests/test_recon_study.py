@@ -247,3 +247,15 @@ def test_image_geometry_from_header():
     assert g.source == "encodedSpace" and g.voxel_mm[0] == pytest.approx(280 / 640)
     g = image_geometry(dict(hdr, recon_fov_mm=None, encoded_fov_mm=(0.0, 1.0, 1.0)), (1, 640, 368))
     assert g.source == "default" and g.voxel_mm == (1.0, 1.0, 1.0)
+
+
+@pytest.mark.filterwarnings("ignore:.*fully sampled")
+def test_reference_larger_than_the_header_recon_matrix_is_still_scored(tmp_path, capsys):
+    # a hand-made header whose recon matrix (32 x 32) is smaller than the file's reference (48 x 48)
+    k = torch.randn(1, 2, 48, 48, generator=torch.Generator().manual_seed(0), dtype=torch.complex64)
+    header = make_ismrmrd_header((48, 48, 1), (32, 32, 1))
+    write_fastmri_h5(tmp_path / "h.h5", k, recon_size=(48, 48), header=header)
+    rc, _, err = _run(["recon", tmp_path / "h.h5", "--method", "zf", "--out", tmp_path / "o", "--no-progress"], capsys)
+    assert rc == 0, err
+    _, row = _row(tmp_path / "o", "zf")
+    assert row["geometry"]["matrix"] == [48, 48] and math.isfinite(row["psnr"])

@@ -28,7 +28,7 @@ import re
 import signal
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -581,6 +581,13 @@ def load_h5(path: Path, *, slices: list[int] | None = None, mask: RetrospectiveM
                       f"(slice {mask_problems[0][0]}: {mask_problems[0][1]}); using the mask derived from the "
                       "nonzero k-space there", stacklevel=2)
     reference = torch.stack(refs) if len(refs) == len(idx) and refs else None
+    if reference is not None:
+        # A reference larger than the header's recon matrix (a hand-made header) must still be
+        # comparable: the crop keeps at least the reference's size (never more than the k-space).
+        h, w = geometry.matrix
+        rh, rw = reference.shape[-2:]
+        if rh > h or rw > w:
+            geometry = replace(geometry, matrix=(min(max(h, rh), H), min(max(w, rw), W)))
     from .demo import pattern_name
 
     if retro is not None:
