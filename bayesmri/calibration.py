@@ -49,6 +49,7 @@ from typing import Sequence
 
 import torch
 
+from ._validate import as_generator
 from .metrics import mean_gain_curve, mean_gain_reference
 
 __all__ = [
@@ -91,8 +92,6 @@ def rank_statistics(x_true: torch.Tensor, samples: torch.Tensor, generator=None)
     Tensor ``(R, n)`` int64 in ``{0, ..., L}``, ``n`` = number of real components (``2 prod(event)``
     for complex images).
     """
-    from ._validate import as_generator
-
     if samples.ndim != x_true.ndim + 1 or tuple(samples.shape[1:]) != tuple(x_true.shape):
         raise ValueError(f"samples must be (L, *x_true.shape) = (L, {tuple(x_true.shape)}), got {tuple(samples.shape)}")
     ev = x_true.ndim - 1
@@ -267,8 +266,6 @@ def calibration_statistics(x_true: torch.Tensor, samples: torch.Tensor, *, level
     -------
     CalibrationReport
     """
-    from ._validate import as_generator
-
     g = as_generator(generator)
     L = int(samples.shape[0])
     ranks = rank_statistics(x_true, samples, g)
