@@ -185,7 +185,8 @@ def posterior_mean_std(samples, dim: int = 0, correction: int = 1):
     For complex samples the std is that of the complex deviation,
     ``sqrt(sum_p |x_p - mean|^2 / (P - correction))`` (real and imaginary variances add). With a
     single sample the std is zero. Returns ``(mean, std)`` with ``dim`` removed; mean keeps the input
-    dtype, std is real.
+    dtype, std is real. This is the formula of ``SamplerResult.from_samples``, through which every method
+    returns (``docs/uncertainty.md``).
     """
     if isinstance(samples, np.ndarray):
         samples = torch.from_numpy(np.ascontiguousarray(samples))
