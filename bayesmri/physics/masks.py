@@ -476,6 +476,8 @@ def poisson_disc_mask(
             f"acceleration R={R:g} needs {target} points but only {int(allowed.sum() + calib.sum())} "
             f"can be sampled{' with crop_corner=True (needs R >= 4/pi)' if crop_corner else ''}"
         )
+    if budget <= 0:  # the calibration block alone holds every sample R allows
+        return torch.from_numpy(calib.astype(np.float32))
     order = torch.randperm(H * W, generator=g).numpy()
     big = max(H, W)
 

@@ -242,3 +242,12 @@ def test_bad_requests_raise_clear_errors():
         make_mask("poisson", (16, 16), 1.1, num_acs=0)
     with pytest.raises(TypeError, match="seed"):
         make_mask("uniform1d", (16, 16), 2, seed="abc")
+
+
+def test_poisson_with_a_calibration_block_that_fills_the_budget_is_that_block():
+    # 24x24 at R=4 allows 144 points: a 12x12 block holds them all (was a ZeroDivisionError)
+    from bayesmri.physics.masks import acceleration_of, make_mask
+
+    m = make_mask("poisson", (24, 24), 4, num_acs=12, seed=0)
+    assert int(m.sum()) == 144 and float(acceleration_of(m, (24, 24))) == 4.0
+    assert bool(m[6:18, 6:18].all())
