@@ -52,7 +52,7 @@ from bayesmri.priors.loading import load_model  # noqa: E402
 from bayesmri.priors.patch import PatchScore  # noqa: E402
 
 FOV_MM = 224
-LAMBDA_GRID = (1e-3, 3e-3, 1e-2)
+LAMBDA_GRID = (3e-4, 1e-3, 3e-3, 1e-2)
 CLASSICAL = ("zf", "tv", "l1wav")
 SCORE_METHODS = ("pula", "score-mri", "ula-annealed")
 
@@ -185,11 +185,12 @@ def main(argv=None) -> int:
     if not args.report_only:
         prior = build_prior(args) if set(methods) & set(SCORE_METHODS) else None
         slices = pick_slices(args.split, args.slices, args.ood_volume)
-        for size in sizes:
-            for C in coils:
-                for pat, R in patterns:
-                    lams = {m: tune_lambda(cache, args, m, size, C, pat, R) for m in methods if m in ("tv", "l1wav")}
-                    for i, img in slices:
+        for i, img in slices:  # slice outermost: an interrupted run still covers every size
+            for size in sizes:
+                for C in coils:
+                    for pat, R in patterns:
+                        lams = {m: tune_lambda(cache, args, m, size, C, pat, R) for m in methods
+                                if m in ("tv", "l1wav")}
                         sk = f"{args.split}{args.ood_volume or ''}|{i}|{size}|{C}|{pat}{R}"
                         sample = None
                         for m in methods:
@@ -238,6 +239,36 @@ def prior_figure(args, size: int) -> int:
     return 0
 
 
+def verdicts(cache: Cache) -> str:
+    """Each score-based row against the best of TV / l1-wavelet on the *same* slices (PSNR and SSIM)."""
+    units: dict[tuple, dict] = {}
+    for key, v in cache.data.items():
+        if key.startswith("lam|"):
+            continue
+        split, i, size, C, pat, m, var, P, o = key.split("|", 8)
+        units.setdefault((split, int(size), int(C), pat), {}).setdefault((m, var, P, o), {})[i] = v
+    out = ["| split | size | coils | pattern | method | prior / tiling | P | slices | PSNR | best classical PSNR | "
+           "SSIM | best classical SSIM | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (split, size, C, pat), rows in sorted(units.items()):
+        for (m, var, P, o), per in sorted(rows.items()):
+            if m not in SCORE_METHODS:
+                continue
+            sl = sorted(per)
+            cls = [rows.get((c, "-", "P1", "{}"), {}) for c in ("tv", "l1wav")]
+            cls = [c for c in cls if all(i in c for i in sl)]
+            if not cls:
+                continue
+            avg = lambda d, f: float(np.mean([d[i][f] for i in sl]))  # noqa: E731
+            bp, bs = max(avg(c, "psnr") for c in cls), max(avg(c, "ssim") for c in cls)
+            p_, s_ = avg(per, "psnr"), avg(per, "ssim")
+            verdict = "beats both" if p_ > bp and s_ > bs else ("PSNR only" if p_ > bp else
+                                                                ("SSIM only" if s_ > bs else "loses"))
+            opt = "" if o == "{}" else f" {o}"
+            out.append(f"| {split} | {size} | {C} | {pat} | {m}{opt} | {var} | {P[1:]} | {len(sl)} | {p_:.2f} | {bp:.2f} | "
+                       f"{s_:.3f} | {bs:.3f} | {verdict} |")
+    return "Against the best of val-tuned TV / l1-wavelet on the same slices:\n\n" + "\n".join(out) + "\n"
+
+
 def write_report(cache: Cache, path: Path) -> None:
     """One row per (split, size, coils, pattern, method, variant, P): mean PSNR / SSIM / s per slice."""
     rows: dict[tuple, list] = {}
@@ -256,6 +287,7 @@ def write_report(cache: Cache, path: Path) -> None:
                      f"{mean('psnr'):.2f} | {mean('ssim'):.3f} | {mean('seconds'):.1f} |")
     lams = [f"{k[4:]}: {v['lam']:g}" for k, v in sorted(cache.data.items()) if k.startswith("lam|")]
     text = "\n".join(lines) + "\n\nLambdas chosen on val (PSNR): " + "; ".join(lams) + "\n"
+    text += "\n" + verdicts(cache)
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     print(text)

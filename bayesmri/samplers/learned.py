@@ -28,9 +28,20 @@ import torch
 
 from .base import batch_norm, geometric_sigmas, white_noise
 
-__all__ = ["ScorePrior", "load_default_score_prior", "data_scale", "least_squares_image", "sample_prior", "DEFAULT_SCORE_WEIGHTS"]
+__all__ = ["ScorePrior", "load_default_score_prior", "data_scale", "least_squares_image", "sample_prior", "DEFAULT_SCORE_WEIGHTS",
+           "REALSIZE_SCORE_WEIGHTS", "default_score_weights"]
 
 DEFAULT_SCORE_WEIGHTS = "score_small64"
+#: Weights for real matrix sizes: trained on 64x64 crops of 1 mm slices at 0.6-2.0 mm per pixel and
+#: evaluated tiled (``docs/realsize.md``); ``score_small64`` learned whole 64x64 brains (about 3.5 mm).
+REALSIZE_SCORE_WEIGHTS = "score_native"
+#: Images whose smaller side is at least this many pixels get :data:`REALSIZE_SCORE_WEIGHTS` by default.
+REALSIZE_MIN_PIXELS = 96
+
+
+def default_score_weights(shape) -> str:
+    """The shipped score weights for an image of ``shape = (..., H, W)`` when the user names none."""
+    return REALSIZE_SCORE_WEIGHTS if min(int(shape[-2]), int(shape[-1])) >= REALSIZE_MIN_PIXELS else DEFAULT_SCORE_WEIGHTS
 
 
 class ScorePrior:

@@ -9,7 +9,8 @@ Importing this module registers (see :mod:`bayesmri.methods`):
   Alg. 3 on the SENSE model, CCDF start).
 
 All three use the learned VE-SDE prior (:func:`~bayesmri.samplers.learned.load_default_score_prior`,
-weights ``score_small64``) at the data's intensity scale ``a`` = 95th percentile of ``|A^+ y|``
+weights ``score_native`` for images of at least 96 px a side, ``score_small64`` below:
+:func:`~bayesmri.samplers.learned.default_score_weights`) at the data's intensity scale ``a`` = 95th percentile of ``|A^+ y|``
 (:func:`~bayesmri.samplers.learned.data_scale`; measured data only). **Noise levels** in the options
 (``sigma_max``, ``sigma_min``) are in the units of the training images (95th percentile 1) and are
 multiplied by ``a``. The measurement noise is ``sample.noise_sigma`` (per complex k-space sample),
@@ -65,7 +66,8 @@ from ..methods import prepare, register_method
 from .base import Measurement
 from ..physics.phase import PhaseModulated, RealInput, fit_smooth_phase, lowres_phase
 from ..priors.patch import prior_for_size
-from .learned import DEFAULT_SCORE_WEIGHTS, ScorePrior, data_scale, least_squares_image, load_default_score_prior
+from .learned import (DEFAULT_SCORE_WEIGHTS, ScorePrior, data_scale, default_score_weights, least_squares_image,
+                      load_default_score_prior)
 
 __all__ = ["DEFAULTS", "BENCH_OPTIONS", "DEMO_OPTIONS", "estimate_noise_sigma", "resolve_prior", "run_sampler"]
 
@@ -251,8 +253,9 @@ def run_sampler(name: str, sample, *, n_samples=1, generator=None, device="cpu",
         from ..physics.nufft import NonCartesianMRI
 
         p["cg_iter"] = CG_ITER_NONCARTESIAN if isinstance(op, NonCartesianMRI) else CG_ITER_CARTESIAN
-    prior = resolve_prior(options.get("prior"), options.get("weights"), device, options.get("chunk_size"))
     H, W = op.domain_shape[-2:]
+    weights = options.get("weights") or (None if options.get("prior") is not None else default_score_weights((H, W)))
+    prior = resolve_prior(options.get("prior"), weights, device, options.get("chunk_size"))
     tiling = options.get("tiling", "auto")
     net = prior_for_size(prior.model, (H, W), tiling, options.get("tile_patch"), int(options.get("tile_margin", 0)),
                          seed=_tiling_seed(generator))

@@ -129,3 +129,19 @@ def test_diffusion_methods_run_at_a_size_that_is_not_a_multiple_of_the_network_f
     for name, opts in (("pula", dict(n_levels=2)), ("score-mri", dict(n_levels=4)), ("ula-annealed", dict(n_levels=2))):
         res = get_method(name)(s, n_samples=2, generator=g, maps="true", **opts)
         assert res.mean.shape == (60, 44) and bool(torch.isfinite(res.mean).all())
+
+
+def test_shipped_real_size_prior_is_the_default_from_96_pixels_and_is_tiled():
+    from bayesmri.priors.loading import load_model
+    from bayesmri.priors.patch import prior_for_size
+    from bayesmri.samplers.learned import default_score_weights
+
+    assert default_score_weights((64, 64)) == "score_small64"
+    assert default_score_weights((1, 96, 320)) == "score_native"
+    net = load_model("score_native")
+    w = prior_for_size(net, (100, 130))
+    assert isinstance(w, PatchScore) and w.mode == "tiled" and w.patch == net.meta["prior"]["training_crop"][0]
+    x = torch.rand(1, 100, 130)
+    with torch.no_grad():
+        s = w.score(x, 0.05)
+    assert s.shape == x.shape and bool(torch.isfinite(s).all())
