@@ -126,6 +126,48 @@ def metrics_table_html(metrics: Mapping[str, Mapping[str, Mapping]], columns=MET
     return "\n".join(parts)
 
 
+CALIBRATION_COLUMNS = (
+    ("n_samples", "P", "{:d}"),
+    ("p_gain_db", "P-gain [dB]", "{:.2f}"),
+    ("p_gain_reference_db", "exact sampler [dB]", "{:.2f}"),
+    ("std_ratio", "std ratio", "{:.2f}"),
+    ("coverage", "coverage", "{:.3f}"),
+    ("coverage_nominal", "nominal", "{:.3f}"),
+    ("std_error_correlation", "corr(std, |error|)", "{:.2f}"),
+)
+
+
+def calibration_table_html(metrics: Mapping[str, Mapping[str, Mapping]]) -> str:
+    """A table of the ``calibration`` entries of metrics rows (``docs/metrics_schema.md``), one row per
+    method and pattern; empty string when no row has one."""
+    body = []
+    for method, per_pattern in metrics.items():
+        for pattern, row in per_pattern.items():
+            cal = row.get("calibration") if isinstance(row, Mapping) else None
+            if not cal:
+                continue
+            cells = "".join(f"<td>{_fmt(cal.get(k), fmt)}</td>" for k, _, fmt in CALIBRATION_COLUMNS)
+            body.append(f'<tr><td class="name">{html.escape(method)}</td><td>{html.escape(pattern)}</td>{cells}</tr>')
+    if not body:
+        return ""
+    head = "".join(f"<th>{html.escape(h)}</th>" for _, h, _ in CALIBRATION_COLUMNS)
+    return (f'<table class="metrics calibration"><thead><tr><th>method</th><th>pattern</th>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table>")
+
+
+CALIBRATION_HOWTO = (
+    "How to read it. P-gain: how much closer to the truth the mean of all P samples is than one sample, "
+    "10 log10(E_1/E_P); for exact posterior samples it is 10 log10(2P/(P+1)) (column 'exact sampler'). Near "
+    "0 dB the samples have collapsed onto one image (the std map is too small); far above, they scatter more "
+    "than their error. Std ratio: RMS error of the mean over the spread an exact sampler would have given; "
+    "1 is calibrated, above 1 the std map is over-confident (errors larger than the std says), below 1 "
+    "under-confident. Coverage: the fraction of pixels whose truth lies in the widest central interval the P "
+    "samples form (nominal (P-1)/(P+1)); 90 % intervals need P >= 19. Corr(std, |error|): where the std map "
+    "is high the error should be high. All on magnitudes, slices as replicates; with a prior that does not "
+    "match the anatomy these mix sampler error and prior mismatch (docs/uncertainty.md)."
+)
+
+
 def _figure_html(fig: ReportFigure) -> str:
     data = base64.b64encode(png_bytes(fig.path)).decode("ascii")
     cap = html.escape(fig.caption or Path(fig.path).stem)
@@ -187,13 +229,17 @@ def render_report(
         )
         out.append(metrics_table_html(metrics))
     out.append('<h2 id="calibration">Calibration</h2>')
+    cal_table = calibration_table_html(metrics) if metrics else ""
+    if cal_table:
+        out.append(cal_table)
+        out.append(f'<p class="note">{html.escape(CALIBRATION_HOWTO)}</p>')
     if calibration:
         out.append(
             '<p class="note">Gain of the mean of p samples over one sample, 10 log10(E_1/E_p), against '
             "10 log10(2p/(p+1)) for a correct sampler (Wen et al. sec. 4.1).</p>"
         )
         out.extend(_figure_html(f) for f in calibration)
-    else:
+    elif not cal_table:
         out.append('<p class="note">No method drew more than one sample: nothing to calibrate.</p>')
     out.extend(_section_html(s) for s in sections)
     out.append("</body></html>")

@@ -65,3 +65,45 @@ def test_calibration_gain_matches_reference_for_exact_gaussian_samples(tmp_path)
     assert "nothing to calibrate" not in html and html.count("data:image/png;base64,") == 1
     with pytest.raises(ValueError, match="at least 2"):
         report.calibration_gain(samples[:1], truth)
+
+
+def test_calibration_table_reads_the_metrics_rows_and_explains_itself():
+    cal = dict(n_samples=8, p_gain_db=0.71, p_gain_reference_db=2.55, std_ratio=1.83, coverage=0.61,
+               coverage_nominal=0.778, std_error_correlation=0.42)
+    met = _metrics()
+    met["pula"] = {"gro-r4": dict(met["tv"]["gro-r4"], n_samples=8, calibration=cal)}
+    html = report.render_report("t", metrics=met)
+    table = html.split('<table class="metrics calibration">')[1].split("</table>")[0]
+    # one row (only pula has calibration), with its numbers in the documented columns
+    assert table.count("<tr>") == 2 and "pula" in table and "zf" not in table
+    for text in ("0.71", "2.55", "1.83", "0.610", "0.778", "0.42"):
+        assert f"<td>{text}</td>" in table
+    assert "How to read it" in html and "nothing to calibrate" not in html
+    # without calibration entries: no table, and the report says why the slot is empty
+    assert '<table class="metrics calibration">' not in report.render_report("t", metrics=_metrics())
+
+
+def test_demo_reports_calibration_of_a_sampler_against_the_truth(tmp_path):
+    from bayesmri import methods
+    from bayesmri.commands.demo import run_demo
+
+    @methods.register_method("spread-test", "zero-filled plus known noise", stochastic=True)
+    def _spread(sample, n_samples=1, generator=None, maps=None, **kw):
+        zf = methods.get_method("zf")(sample, maps=maps).mean
+        g = generator if generator is not None else torch.Generator().manual_seed(0)
+        noise = torch.randn((n_samples,) + tuple(zf.shape), generator=g, dtype=zf.real.dtype)
+        return methods.SamplerResult.from_samples(zf + 0.05 * float(zf.abs().max()) * noise)
+
+    try:
+        met = run_demo(tmp_path / "d", ["zf", "spread-test"], n_slices=2, n_samples=6, size=64, progress=False,
+                       skip_failures=False)
+    finally:
+        methods._REGISTRY.pop("spread-test", None)
+    cal = met["spread-test"]["gro-r4"]["calibration"]
+    assert cal["n_samples"] == 6 and "calibration" not in met["zf"]["gro-r4"]
+    # the samples scatter around the zero-filled image, not the truth: the mean is no closer to the truth
+    # than the samples' spread says, so the P-gain sits far from an exact sampler's 10 log10(12/7)
+    assert abs(cal["p_gain_reference_db"] - 10 * np.log10(12 / 7)) < 1e-6
+    assert cal["std_ratio"] > 1.5
+    html = (tmp_path / "d" / "report.html").read_text()
+    assert '<table class="metrics calibration">' in html and "spread-test" in html.split("How to read it")[0]

@@ -159,7 +159,7 @@ def run_demo(
     from .. import __version__, io
     from ..methods import method_info
     from ..report import ReportFigure, ReportSection, calibration_gain, plot_calibration, write_report
-    from .recon import reference_image, resolve_device, run_method, schema_row
+    from .recon import calibration_numbers, reference_image, resolve_device, run_method, schema_row
     from .simulate import simulate_builtin
 
     stream = stream if stream is not None else sys.stdout
@@ -225,6 +225,8 @@ def run_demo(
                         bar.update(len(samples))
                         continue
                 row = schema_row(res, target)
+                if m != "zf" and (cal := calibration_numbers(res, target.abs())):
+                    row["calibration"] = cal
                 metrics[m][pname] = row
                 P = row["n_samples"]
                 if m != "zf":  # zero-filled has its own column in the comparison
