@@ -12,7 +12,10 @@ methods), the number of network evaluations ``nfe`` per sample and ``wall_time``
 the normalised units of ``sample.kspace``, those of ``sample.target``.
 
 Every method accepts the option ``maps="espirit"|"true"`` (coil maps estimated from the data, the
-default, or the simulation's own) and refuses options it does not know with a ``ValueError``.
+default, or the simulation's own) and refuses options it does not know with a ``ValueError``. The
+methods that build the SENSE operator here (the baselines below and the diffusion samplers) also take
+``virtual_coils`` (``None``: off; an int ``V`` or an energy fraction: SVD coil compression before the
+coil maps, :func:`prepare`).
 
 Register a method with the decorator::
 
@@ -178,15 +181,20 @@ DEFAULT_LAMBDAS = {"sense": 3e-3, "tv": 2e-3, "l1wav": 1e-3}
 DEFAULT_ITERS = {"sense": 30, "tv": 80, "l1wav": 80}
 
 
-def prepare(sample, device="cpu", maps: str = "espirit"):
+def prepare(sample, device="cpu", maps: str = "espirit", virtual_coils=None):
     """``(sample on device, its SENSE operator, y (1, C, ...))`` for a method to work with.
 
     ``maps`` picks the coil sensitivities: ``"espirit"`` (estimated from the data; the default,
     the only choice for real data) or ``"true"`` (the simulation's). ESPIRiT maps are computed on
     the caller's sample first so that its cache serves every method run on it.
+    ``virtual_coils`` (int ``V``, or an energy fraction in ``(0, 1)``; ``None``: off) first compresses the
+    coils by SVD (:meth:`~bayesmri.data.MRISample.compress_coils`, cached on the sample), so the maps are
+    estimated from (ESPIRiT) or compressed with (true maps) the virtual coils; ``C`` below is then ``V``.
     """
     if maps not in ("espirit", "true"):
         raise ValueError(f"maps must be 'espirit' or 'true', got {maps!r}")
+    if virtual_coils is not None:
+        sample = sample.compress_coils(virtual_coils)
     S = sample.maps(maps)  # computes and caches ESPIRiT maps on the original sample
     dev = torch.device(device)
     if sample.kspace.device != dev:
@@ -195,8 +203,8 @@ def prepare(sample, device="cpu", maps: str = "espirit"):
     return sample, sample.operator(S), sample.y
 
 
-def _deterministic(sample, device, maps, call) -> SamplerResult:
-    sample, op, y = prepare(sample, device, maps)  # coil-map estimation is shared, not timed
+def _deterministic(sample, device, maps, call, virtual_coils=None) -> SamplerResult:
+    sample, op, y = prepare(sample, device, maps, virtual_coils)  # coil-map estimation is shared, not timed
     t0 = time.perf_counter()
     with torch.no_grad():
         x = call(op, y)[0]  # (H, W): one slice
@@ -215,11 +223,12 @@ def _check_options(name: str, options: dict, allowed: set[str]) -> None:
 
 
 @register_method("zf", "zero-filled: coil-combined adjoint A^H y (deterministic)")
-def zero_filled_method(sample, *, n_samples=1, generator=None, device="cpu", progress=False, maps="espirit", **options):
+def zero_filled_method(sample, *, n_samples=1, generator=None, device="cpu", progress=False, maps="espirit",
+                       virtual_coils=None, **options):
     from .recon import zero_filled
 
     _check_options("zf", options, set())
-    return _deterministic(sample, device, maps, lambda op, y: zero_filled(op, y))
+    return _deterministic(sample, device, maps, lambda op, y: zero_filled(op, y), virtual_coils)
 
 
 def _regularised(name: str, recon_name: str, extra_options: frozenset = frozenset()):
@@ -227,7 +236,7 @@ def _regularised(name: str, recon_name: str, extra_options: frozenset = frozense
     with the tuned :data:`DEFAULT_LAMBDAS` / :data:`DEFAULT_ITERS` unless given."""
 
     def method(sample, *, n_samples=1, generator=None, device="cpu", progress=False, maps="espirit",
-               lam=None, max_iter=None, **options):
+               lam=None, max_iter=None, virtual_coils=None, **options):
         from . import recon
 
         _check_options(name, options, set(extra_options))
@@ -242,7 +251,7 @@ def _regularised(name: str, recon_name: str, extra_options: frozenset = frozense
             scale = op.compute_norm(n_iter=30, generator=0) if isinstance(op, NonCartesianMRI) else 1.0
             return fn(op, y, lam=lam_ * scale, max_iter=it, **options)
 
-        return _deterministic(sample, device, maps, call)
+        return _deterministic(sample, device, maps, call, virtual_coils)
 
     method.__name__ = method.__qualname__ = f"{name}_method"
     return method

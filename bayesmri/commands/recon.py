@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 __all__ = ["add_arguments", "run", "evaluate", "check_input_file", "resolve_device", "parse_slices", "load_h5",
-           "DEFAULT_SAMPLES"]
+           "DEFAULT_SAMPLES", "compress_samples"]
 
 #: Samples per slice of a sampling method when --samples is not given: a std map and a P-gain need several.
 DEFAULT_SAMPLES = 8
@@ -74,6 +74,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--chunk", type=int, default=None, metavar="N",
                         help="run at most N chains at once to bound memory (~0.35 GB per chain at 320x320, 16 "
                              "coils); the summaries pool every chunk (default: all --samples at once)")
+    parser.add_argument("--virtual-coils", type=_virtual_coils_arg, default=None, metavar="N",
+                        help="SVD coil compression to N virtual coils (or a fraction such as 0.99: the fewest "
+                             "keeping that share of the k-space energy) before the coil maps; for every method "
+                             "(default: off, all coils)")
     parser.add_argument("--weights", default=None, metavar="PATH",
                         help="weights of a learned method: .safetensors/.json pair or their stem "
                              "(default: the method's shipped weights)")
@@ -102,6 +106,33 @@ def add_arguments(parser) -> None:
 # --------------------------------------------------------------------------------------------------
 # helpers shared with `demo`
 # --------------------------------------------------------------------------------------------------
+def _virtual_coils_arg(text: str):
+    """``--virtual-coils``: an int >= 1 (coils) or a fraction in (0, 1) (energy kept)."""
+    import argparse
+
+    try:
+        v = float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of coils or an energy fraction, got {text!r}") from None
+    if isinstance(v, int) and v < 1 or isinstance(v, float) and not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1 (virtual coils) or a fraction in (0, 1), got {text}")
+    return v
+
+
+def compress_samples(samples, virtual_coils):
+    """SVD coil compression of every slice (:meth:`MRISample.compress_coils`); ``(samples, summary)``.
+
+    ``summary`` (JSON types, for ``metrics.json`` settings): ``method``, ``coils``, ``virtual_coils`` and
+    ``energy_kept`` (per slice), ``calib``. ``virtual_coils=None`` returns the samples and ``None``."""
+    if virtual_coils is None:
+        return samples, None
+    out = [s.compress_coils(virtual_coils) for s in samples]
+    info = [s.metadata["coil_compression"] for s in out]
+    return out, {"method": "svd", "coils": info[0]["coils"], "requested": virtual_coils,
+                 "virtual_coils": [i["virtual_coils"] for i in info],
+                 "energy_kept": [round(i["energy_kept"], 6) for i in info], "calib": info[0]["calib"]}
+
+
 def resolve_device(device: str) -> torch.device:
     """``torch.device`` for ``device``; ``ValueError`` if it is unknown or not available here."""
     try:
@@ -870,7 +901,8 @@ def _settings(args, path: Path, data: H5Input) -> dict:
             "keep_samples": int(args.keep_samples), "chunk": args.chunk,
             "weights": None if getattr(args, "weights", None) is None else str(args.weights),
             "maps": "espirit", "device": str(args.device), "threads": int(args.threads), "slices": list(data.slices),
-            "mask": args.mask, "acceleration": args.acceleration, "acs": args.acs, "mask_seed": args.mask_seed}
+            "mask": args.mask, "acceleration": args.acceleration, "acs": args.acs, "mask_seed": args.mask_seed,
+            "virtual_coils": getattr(args, "virtual_coils", None)}
 
 
 def write_partial(out: Path, args, res, data: H5Input, *, n_slices: int, settings: dict | None = None) -> str:
@@ -907,6 +939,10 @@ def _run(args, path: Path, device) -> int:
         slices = parse_slices(args.slices, read_fastmri_h5(path).num_slices, path)
     data = load_h5(path, slices=slices, mask=_retrospective_mask(args))
     samples, reference, pattern = data.samples, data.reference, data.pattern
+    try:  # before the coil maps: every method then sees (and estimates maps from) the virtual coils
+        samples, compression = compress_samples(samples, getattr(args, "virtual_coils", None))
+    except ValueError as exc:
+        raise ValueError(f"{path}: --virtual-coils: {exc}") from None
     S = len(samples)
     H, W = samples[0].img_shape
     if data.fully_sampled and args.mask is None:
@@ -924,6 +960,10 @@ def _run(args, path: Path, device) -> int:
         _warn_chain_memory(P, args.chunk, int(samples[0].kspace.shape[0]), H, W)
     progress = not args.no_progress
     settings = _settings(args, path, data)
+    if compression is not None:
+        settings["coil_compression"] = compression
+        print(f"coil compression: SVD, {compression['coils']} -> {max(compression['virtual_coils'])} virtual "
+              f"coils, k-space energy kept {100 * min(compression['energy_kept']):.2f} % (worst slice)")
     geo = data.geometry
     from tqdm.auto import tqdm
 

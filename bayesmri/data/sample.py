@@ -172,6 +172,79 @@ class MRISample:
             return self.maps_true
         raise ValueError(f"maps must be 'espirit' or 'true', got {kind!r}")
 
+    # ------------------------------------------------------------------ coil compression
+    def compress_coils(self, virtual_coils, *, calib=None) -> "MRISample":
+        """This sample on ``V`` SVD virtual coils, ``y_v = U^H y``
+        (:func:`~bayesmri.physics.coils.svd_coil_compression`; Buehrer et al. 2007, Huang et al. 2008).
+
+        ``U`` is estimated from the measured k-space: every sampled point (``calib=None``; zeros off the
+        mask add nothing) or the central ``calib`` block (int or ``(h, w)``, Cartesian only). The copy has
+        ``kspace``, ``coil_images`` and ``maps_true`` compressed with the same matrix (``U^H S``: the exact
+        model of the compressed data, no longer normalised to ``sum_v |S_v|^2 = 1``); ``target``, ``mask``,
+        ``scale`` and ``noise_sigma`` are unchanged (white noise stays white with the same variance). ESPIRiT
+        maps are estimated afresh from the compressed k-space on first use (a single coil keeps map 1).
+        ``metadata["coil_compression"]`` records ``coils``, ``virtual_coils``, ``energy_kept`` (fraction of
+        the measured k-space energy) and ``calib``. The copy is cached per setting on this sample, so every
+        method and chain chunk run on it shares its ESPIRiT maps.
+
+        Parameters
+        ----------
+        virtual_coils : int or float
+            An int ``1 <= V <= C``: that many virtual coils; a float in ``(0, 1)``: the fewest virtual coils
+            keeping this fraction of the energy (e.g. 0.99).
+        calib : None, int or (int, int)
+            Data for the SVD (above).
+
+        Returns
+        -------
+        MRISample
+        """
+        import numbers
+
+        from ..physics.coils import svd_coil_compression
+
+        v = virtual_coils
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise ValueError(f"virtual_coils must be an int number of coils or an energy fraction in (0, 1), "
+                             f"got {v!r}")
+        if isinstance(v, numbers.Integral):
+            kw = {"num_virtual": int(v)}
+        elif 0 < float(v) < 1:
+            kw = {"energy": float(v)}
+        elif float(v).is_integer():
+            kw = {"num_virtual": int(v)}
+        else:
+            raise ValueError(f"virtual_coils must be an int number of coils or an energy fraction in (0, 1), "
+                             f"got {v!r}")
+        if "num_virtual" in kw and not 1 <= kw["num_virtual"] <= self.ncoils:
+            raise ValueError(f"virtual_coils must be in [1, {self.ncoils}] (this sample has {self.ncoils} coils), "
+                             f"got {v!r}")
+        if calib is not None and not self.is_cartesian:
+            raise ValueError("calib (a central k-space block) needs Cartesian data; use calib=None")
+        key = (tuple(kw.items()), calib if not isinstance(calib, list) else tuple(calib))
+        cache = self.__dict__.setdefault("_compressed", {})
+        if key in cache:
+            return cache[key]
+        k = self.kspace if self.is_cartesian else self.kspace.unsqueeze(-2)  # (C, K) -> (C, 1, K)
+        kc, M = svd_coil_compression(k, calib=calib, **kw)
+        kc = kc.reshape(kc.shape[0], *self.kspace.shape[1:])
+
+        def comp(t):
+            return None if t is None else torch.einsum("vc,c...->v...", M.to(device=t.device, dtype=t.dtype), t)
+
+        total = float(self.kspace.abs().double().pow(2).sum())
+        md = dict(self.metadata)
+        md["coil_compression"] = {
+            "method": "svd", "coils": self.ncoils, "virtual_coils": int(kc.shape[0]),
+            "energy": kw.get("energy"), "energy_kept": float(kc.abs().double().pow(2).sum()) / total if total else 1.0,
+            "calib": "all sampled points" if calib is None else calib if isinstance(calib, int) else list(calib)}
+        out = dataclasses.replace(self, kspace=kc, coil_images=comp(self.coil_images), maps_true=comp(self.maps_true),
+                                  metadata=md, _maps_espirit=None)
+        if out.ncoils == 1 and self.ncoils == 1 and self._maps_espirit is not None:
+            out._maps_espirit = comp(self._maps_espirit)  # ESPIRiT needs two coils: keep the given map
+        cache[key] = out
+        return out
+
     # ------------------------------------------------------------------ operators
     def operator(self, maps: str | torch.Tensor = "espirit"):
         """The SENSE forward operator of this sample (batch 1; broadcasts over chains).

@@ -22,6 +22,7 @@ __all__ += ["MASK_PATTERNS", "acceleration_of", "make_mask", "seed_from_name"]
 from .coils import (
     birdcage_maps,
     coil_combine,
+    coil_energy_profile,
     noise_covariance,
     normalize_maps,
     prewhiten,
@@ -34,6 +35,7 @@ from .espirit import calibration_region, espirit_maps
 __all__ += [
     "birdcage_maps",
     "coil_combine",
+    "coil_energy_profile",
     "noise_covariance",
     "normalize_maps",
     "prewhiten",

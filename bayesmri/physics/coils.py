@@ -14,6 +14,7 @@ Forward model of a coil image: ``x_c = S_c x + n_c`` with coil noise ``n ~ CN(0,
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -25,6 +26,7 @@ __all__ = [
     "rss",
     "coil_combine",
     "svd_coil_compression",
+    "coil_energy_profile",
     "noise_covariance",
     "whitening_matrix",
     "prewhiten",
@@ -163,36 +165,16 @@ def _center_slices(shape_hw, size_hw):
     return tuple(out)
 
 
-def svd_coil_compression(kspace: torch.Tensor, num_virtual: int, calib=None):
-    """SVD coil compression to ``num_virtual`` virtual coils (Buehrer et al. 2007; BART ``cc -S``).
-
-    The compression matrix holds the ``V`` dominant left singular vectors of the ``C x N`` matrix of
-    (calibration) samples: ``k_virtual = U_V^H k`` along the coil axis. Its rows are orthonormal, so
-    compressing to ``V = C`` keeps all energy and white noise stays white with the same variance.
-
-    Parameters
-    ----------
-    kspace : Tensor ``(B, C, H, W)`` or ``(C, H, W)`` complex
-        Coil k-space (or coil images: the transform acts on the coil axis only).
-    num_virtual : int
-        Number of virtual coils ``V``, ``1 <= V <= C``.
-    calib : None, int, (int, int) or Tensor, optional
-        Data used for the SVD: ``None`` uses all of ``kspace``; an int or ``(h, w)`` uses the centred
-        ``h x w`` region (ACS); a tensor ``(B?, C, ...)`` with the same coils is used as given.
-
-    Returns
-    -------
-    compressed : Tensor ``(B, V, H, W)`` (or ``(V, H, W)``)
-    matrix : Tensor ``(B, V, C)`` (or ``(V, C)``), orthonormal rows, ``compressed = matrix @ kspace``.
-    """
+def _as_batch_calib(kspace: torch.Tensor, calib):
+    """``(k (B, C, H, W), cal (B', C, N) complex128, unbatched)`` for the SVD compression functions."""
     check_kspace(kspace, "kspace", ndim_min=3)
     if kspace.ndim not in (3, 4):
         raise ValueError(f"kspace must have shape (B, C, H, W) or (C, H, W), got {tuple(kspace.shape)}")
     unbatched = kspace.ndim == 3
     k = kspace.unsqueeze(0) if unbatched else kspace
     B, C = k.shape[:2]
-    if not isinstance(num_virtual, int) or not 1 <= num_virtual <= C:
-        raise ValueError(f"num_virtual must be an int in [1, {C}], got {num_virtual!r}")
+    if k[0, 0].numel() == 0:
+        raise ValueError(f"kspace has no samples per coil, got shape {tuple(kspace.shape)}")
     if calib is None:
         cal = k
     elif isinstance(calib, torch.Tensor):
@@ -205,15 +187,109 @@ def svd_coil_compression(kspace: torch.Tensor, num_virtual: int, calib=None):
         if cal.shape[0] not in (1, B):
             raise ValueError(f"calib batch {cal.shape[0]} does not match kspace batch {B}")
     else:
-        size = (calib, calib) if isinstance(calib, int) else tuple(calib)
+        size = (calib, calib) if isinstance(calib, int) and not isinstance(calib, bool) else calib
+        try:
+            size = tuple(int(v) for v in size)
+        except (TypeError, ValueError):
+            size = ()
         if len(size) != 2 or min(size) < 1:
             raise ValueError(f"calib must be None, a positive int, (h, w) or a tensor, got {calib!r}")
         cal = k[(Ellipsis, *_center_slices(k.shape[-2:], size))]
     cal = cal.reshape(cal.shape[0], C, -1).to(torch.complex128)
+    return k, cal, unbatched
+
+
+def _compression_basis(cal: torch.Tensor):
+    """Coil energies (descending, ``(B', C)``) and left singular vectors ``U (B', C, C)`` of ``cal``."""
     # Left singular vectors of cal = eigenvectors of the C x C Gram matrix (cheap for N >> C, and a
     # full orthonormal basis even when there are fewer calibration samples than coils).
-    _, U = torch.linalg.eigh(cal @ cal.mH)
-    U = U.flip(-1)  # descending energy
+    evals, U = torch.linalg.eigh(cal @ cal.mH)
+    evals = evals.flip(-1).clamp_min(0)  # descending energy
+    if bool((evals.sum(-1) <= 0).any()):
+        raise ValueError("the calibration data for coil compression are all zero (is the k-space centre sampled?)")
+    return evals, U.flip(-1)
+
+
+def coil_energy_profile(kspace: torch.Tensor, calib=None) -> torch.Tensor:
+    """Fraction of the (calibration) energy that the first ``V`` SVD virtual coils keep, ``V = 1..C``.
+
+    Entry ``V - 1`` is ``sum_{v <= V} s_v^2 / sum_v s_v^2`` with ``s_v`` the singular values of the
+    ``C x N`` matrix of calibration samples: the energy :func:`svd_coil_compression` to ``V`` coils keeps
+    of the data it was estimated from.
+
+    Parameters
+    ----------
+    kspace, calib : as :func:`svd_coil_compression`.
+
+    Returns
+    -------
+    Tensor ``(B, C)`` (or ``(C,)`` for unbatched input), float64, non-decreasing, last entry 1.
+    """
+    k, cal, unbatched = _as_batch_calib(kspace, calib)
+    evals, _ = _compression_basis(cal)
+    frac = evals.cumsum(-1) / evals.sum(-1, keepdim=True)
+    frac = frac.expand(k.shape[0], frac.shape[-1])
+    return frac[0] if unbatched else frac
+
+
+def svd_coil_compression(kspace: torch.Tensor, num_virtual: int | None = None, calib=None, *,
+                         energy: float | None = None):
+    """SVD software coil compression to ``V`` virtual coils (Buehrer et al. 2007; Huang et al. 2008;
+    BART ``cc -S``).
+
+    Model: ``y_v = U^H y`` along the coil axis, where ``U (C, V)`` holds the ``V`` dominant left
+    singular vectors of the ``C x N`` matrix of calibration samples (all sampled points or the central
+    calibration region). ``U^H`` has orthonormal rows, so: compressing to ``V = C`` is a unitary change of
+    coil basis (energy, RSS, SENSE/least-squares reconstructions unchanged); white coil noise stays white
+    with the same variance; the SENSE model of the virtual coils is ``y_v = P F (U^H S) x + U^H n`` (compress
+    the coil maps with the same matrix, or estimate maps from ``y_v``).
+
+    Parameters
+    ----------
+    kspace : Tensor ``(B, C, H, W)`` or ``(C, H, W)`` complex
+        Coil k-space (or coil images: the transform acts on the coil axis only). Zeros off the sampling
+        mask add nothing to the estimate, so ``calib=None`` on undersampled data uses every sampled point.
+    num_virtual : int, optional
+        Number of virtual coils ``V``, ``1 <= V <= C``. Give exactly one of ``num_virtual`` and ``energy``.
+    calib : None, int, (int, int) or Tensor, optional
+        Data used for the SVD: ``None`` uses all of ``kspace``; an int or ``(h, w)`` uses the centred
+        ``h x w`` region (ACS); a tensor ``(B?, C, ...)`` with the same coils is used as given.
+    energy : float in (0, 1], optional
+        Choose the smallest ``V`` whose virtual coils keep at least this fraction of the calibration
+        energy (:func:`coil_energy_profile`; e.g. 0.95 or 0.99); for a batch, the largest ``V`` any item needs.
+
+    Returns
+    -------
+    compressed : Tensor ``(B, V, H, W)`` (or ``(V, H, W)``)
+    matrix : Tensor ``(B, V, C)`` (or ``(V, C)``): ``U^H``, orthonormal rows, ``compressed = matrix @ kspace``;
+        virtual coil ``v`` is the ``v``-th most energetic.
+
+    Raises
+    ------
+    ValueError
+        ``num_virtual`` not an integer in ``[1, C]``, ``energy`` not in ``(0, 1]``, both or neither given,
+        k-space not ``(B, C, H, W)``/``(C, H, W)`` or not finite, all-zero calibration data.
+    TypeError
+        Real-valued k-space.
+    """
+    k, cal, unbatched = _as_batch_calib(kspace, calib)
+    B, C = k.shape[:2]
+    if (num_virtual is None) == (energy is None):
+        raise ValueError("give exactly one of num_virtual (number of virtual coils) and energy (fraction to keep)")
+    if num_virtual is not None:
+        if isinstance(num_virtual, bool) or not isinstance(num_virtual, numbers.Integral) \
+                or not 1 <= int(num_virtual) <= C:
+            raise ValueError(f"num_virtual must be an int in [1, {C}] (the number of coils), got {num_virtual!r}")
+        num_virtual = int(num_virtual)
+    else:
+        if isinstance(energy, bool) or not isinstance(energy, numbers.Real) or not 0 < float(energy) <= 1:
+            raise ValueError(f"energy must be a fraction in (0, 1], e.g. 0.95 or 0.99, got {energy!r}")
+    evals, U = _compression_basis(cal)
+    if num_virtual is None:
+        frac = evals.cumsum(-1) / evals.sum(-1, keepdim=True)
+        # smallest V with frac[V - 1] >= energy (a hair of slack for the rounding of the cumulative sum)
+        need = (frac < float(energy) - 1e-12).sum(-1) + 1
+        num_virtual = int(need.clamp(max=C).max())
     matrix = U[..., :num_virtual].mH.expand(B, num_virtual, C).to(k.dtype).contiguous()
     out = torch.einsum("bvc,bc...->bv...", matrix, k)
     if unbatched:

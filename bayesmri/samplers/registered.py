@@ -23,7 +23,9 @@ weights), ``weights`` (name or path of safetensors weights), ``scale`` (``"auto"
 ``noise_sigma``, ``chunk_size``, ``max_time`` (seconds; stop early and keep the chains), ``phase``,
 ``phase_width`` and ``phase_degree`` (below), ``tiling`` / ``tile_patch`` / ``tile_margin`` (how the network
 meets the image size: :func:`bayesmri.priors.patch.prior_for_size`; ``"auto"`` tiles a prior trained on crops
-with random offsets, PaDIS, and pads any other network to a multiple of its down-sampling factor), plus each
+with random offsets, PaDIS, and pads any other network to a multiple of its down-sampling factor),
+``virtual_coils`` (``None``, off, or ``V`` / an energy fraction: SVD coil compression before the coil maps,
+:func:`bayesmri.methods.prepare`; the chains' memory and the likelihood's cost scale with the coils), plus each
 sampler's own parameters (:data:`DEFAULTS`).
 
 **Phase.** The network models magnitude-like (real, non-negative) images, while MR images carry a
@@ -72,7 +74,7 @@ from .learned import (DEFAULT_SCORE_WEIGHTS, ScorePrior, data_scale, default_sco
 __all__ = ["DEFAULTS", "BENCH_OPTIONS", "DEMO_OPTIONS", "estimate_noise_sigma", "resolve_prior", "run_sampler"]
 
 _COMMON = {"maps", "prior", "weights", "scale", "noise_sigma", "chunk_size", "max_time", "phase", "phase_width",
-           "phase_degree", "tiling", "tile_patch", "tile_margin"}
+           "phase_degree", "tiling", "tile_patch", "tile_margin", "virtual_coils"}
 
 #: Low-resolution phase window, as a fraction of the image size (64x64: the central 26x26 frequencies);
 #: 0.2 was best of {0.1, 0.2, 0.3} on 4 val slices at 64x64 (docs/samplers.md).
@@ -248,7 +250,8 @@ def run_sampler(name: str, sample, *, n_samples=1, generator=None, device="cpu",
     p = dict(DEFAULTS[name])
     p.update({k: v for k, v in options.items() if k in DEFAULTS[name]})
     maps = options.get("maps", "espirit")
-    sample_d, op, y = prepare(sample, device, maps)  # coil maps: shared by all methods, not timed
+    vc = options.get("virtual_coils")
+    sample_d, op, y = prepare(sample, device, maps, vc)  # coil maps: shared by all methods, not timed
     if p.get("cg_iter") == "auto":  # pULA's CG: the radial normal operator is far worse conditioned
         from ..physics.nufft import NonCartesianMRI
 
@@ -305,6 +308,8 @@ def run_sampler(name: str, sample, *, n_samples=1, generator=None, device="cpu",
     if ph is not None:  # back from the demodulated variable; |ph| = 1 leaves the std map unchanged
         ph2 = ph.reshape(H, W)
         res.samples, res.mean = ph2 * res.samples.to(ph2.dtype), ph2 * res.mean.to(ph2.dtype)
+    if vc is not None:  # which compression ran: "coils", "virtual_coils", "energy_kept", ...
+        res.diagnostics["coil_compression"] = dict(sample_d.metadata["coil_compression"])
     res.diagnostics.update(scale=a, noise_sigma=nu, phase=phase, settings=dict(DEFAULTS[name], **{
         k: v for k, v in options.items() if k in DEFAULTS[name]}))
     res.diagnostics.pop("coil_samples", None)
@@ -312,7 +317,7 @@ def run_sampler(name: str, sample, *, n_samples=1, generator=None, device="cpu",
 
 
 _DOC = (" Options: {}; common: maps, prior, weights, scale, noise_sigma, chunk_size, max_time, phase, "
-        "phase_width, phase_degree, tiling, tile_patch, tile_margin.")
+        "phase_width, phase_degree, tiling, tile_patch, tile_margin, virtual_coils.")
 
 
 @register_method("pula", "diffusion prior, exact likelihood, preconditioned ULA (Holliber, Uecker et al.)",
