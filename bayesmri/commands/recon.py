@@ -274,7 +274,8 @@ def run_method(name: str, samples, *, n_samples: int = 1, seed: int = 0, device=
     -------
     SamplerResult with ``samples (P', S, H, W)`` (``P' = min(P, keep)``), ``mean (S, H, W)``, ``std
     (S, H, W)`` or None, ``nfe`` per slice and sample, ``wall_time`` summed over slices (seconds), all on
-    the CPU; ``diagnostics["n_samples"] = P``.
+    the CPU; ``diagnostics["n_samples"] = P``, and ``diagnostics["size_policy"]`` where the method ran
+    its model at another matrix than the data's (the first slice's note; its one-line message is printed).
     """
     from .. import _interrupt
     from ..methods import SamplerResult, method_info
@@ -293,6 +294,7 @@ def run_method(name: str, samples, *, n_samples: int = 1, seed: int = 0, device=
         return t.detach().cpu() if isinstance(t, torch.Tensor) else t
 
     means, stds, kept, nfes, walls = [], [], [], [], []
+    notes = {}  # the learned flows' size policy (bayesmri.flows.sizes), said once per run
 
     def run_slice(i, sample):
         parts = []
@@ -323,11 +325,18 @@ def run_method(name: str, samples, *, n_samples: int = 1, seed: int = 0, device=
         kept.append(smp if keep is None else smp[: int(keep)])
         nfes.append(max(int(getattr(r, "nfe", 0) or 0) for r in parts))
         walls.append(sum(float(r.wall_time) for r in parts))
+        plan = (getattr(parts[0], "diagnostics", None) or {}).get("size_policy")
+        if plan is not None and "size_policy" not in notes:
+            from tqdm.auto import tqdm
+
+            notes["size_policy"] = plan
+            tqdm.write(plan["message"])
 
     def stacked():
         res = SamplerResult(samples=torch.stack(kept, dim=1), mean=torch.stack(means),
                             std=torch.stack(stds) if P > 1 else None, nfe=int(max(nfes)), wall_time=float(sum(walls)))
         res.diagnostics["n_samples"] = P
+        res.diagnostics.update(notes)
         return res
 
     try:
@@ -988,6 +997,8 @@ def _run(args, path: Path, device) -> int:
                         raise
                     raise ValueError(f"{path}: {exc}") from None
             S, P = int(res.mean.shape[0]), n_samples_of(res)
+            if "size_policy" in res.diagnostics:  # what a learned flow did with this matrix size
+                settings["size_policy"] = res.diagnostics["size_policy"]
             res = to_recon_grid(res, geo.matrix)
             write_result(stage, args.method, res, array_format=args.array_format, keep_samples=args.keep_samples,
                          voxel_size=geo.voxel_mm, slices=data.slices)

@@ -43,6 +43,7 @@ from ..physics.cartesian import as_mask4d
 from ..physics.fft import fft2c, ifft2c
 from .base import make_base
 from .layers import ActNorm, AffineCoupling, FixedOrthogonal1x1, InvertibleSequential, Squeeze
+from .sizes import resize_centre, resize_mask, size_plan
 from .unet import UNet
 
 __all__ = [
@@ -480,15 +481,25 @@ def _resolve_maps(sample, maps):
 
 
 def _cnf_method(sample, *, n_samples=1, generator=None, device="cpu", progress=False, weights="cnf64",
-                chunk=32, combine="sense", maps="espirit", data_consistency=True):
+                chunk=32, combine="sense", maps="espirit", data_consistency=True, size_policy="kspace"):
     """Posterior samples by the CNF (Wen et al.), coil-combined by ``S^H`` (``combine="sense"``) or RSS.
 
-    ``sample``: a Cartesian :class:`bayesmri.data.MRISample` (``kspace (C, H, W)``, ``mask``), whose size
-    and coil count must match the weights'. ``maps``: ``"espirit"``, ``"true"`` or a ``(C, H, W)`` tensor
+    ``sample``: a Cartesian :class:`bayesmri.data.MRISample` (``kspace (C, H, W)``, ``mask``), whose coil
+    count must match the weights'. ``maps``: ``"espirit"``, ``"true"`` or a ``(C, H, W)`` tensor
     (used by ``combine="sense"``). Returns a ``SamplerResult`` (through ``SamplerResult.from_samples``)
     with ``samples (P, H, W)`` complex for a ``(C, H, W)`` sample (``(P, B, H, W)`` for a batch of
     k-spaces; RSS: real magnitudes stored as complex), ``diagnostics["redrawn"]`` the number of
     redrawn samples.
+
+    Any ``H x W``: where it differs from the weights' matrix (64 x 64 for ``cnf64``), ``size_policy``
+    decides (:mod:`bayesmri.flows.sizes`). ``"kspace"`` (default): the CNF runs at its own matrix on the
+    centre-cropped (or zero-padded) k-space and mask, the same field of view at the model's resolution,
+    and its coil images go back to ``H x W`` by zero-padding (cropping) their k-space, with the measured
+    samples of the full k-space restored (``data_consistency``): +2.2 dB over the fully convolutional run
+    at 128 x 128 and +3.3 dB at 224 x 224 (mean of 8 simulated GRO R = 4 test slices; ``docs/flows_sizes.md``).
+    ``"native"``: the same weights at ``H x W`` (multiples of 8). What was done is the one-line
+    ``diagnostics["size_policy"]["message"]`` (``bayesmri recon`` prints it and records it in
+    ``metrics.json`` settings).
     """
     from ..samplers.base import SamplerResult
 
@@ -503,9 +514,27 @@ def _cnf_method(sample, *, n_samples=1, generator=None, device="cpu", progress=F
     k = k.to(device)
     if k.ndim == 3:
         k = k.unsqueeze(0)
+    if k.ndim != 4:
+        raise ValueError(f"cnf: kspace must have shape (C, H, W) or (B, C, H, W), got {tuple(k.shape)}")
+    mask = mask.to(device)
+    H, W = k.shape[-2:]
+    plan = size_plan("cnf", model.img_size, (H, W), size_policy, bool(data_consistency))
     t0 = time.perf_counter()
-    xs, info = cnf_sample(model, k, mask.to(device), int(n_samples), generator=generator, chunk=chunk,
-                          data_consistency=data_consistency, progress=progress)
+    if plan is None:
+        xs, info = cnf_sample(model, k, mask, int(n_samples), generator=generator, chunk=chunk,
+                              data_consistency=data_consistency, progress=progress)
+    else:
+        if size_policy == "native":
+            model = _cnf_at_size(model, (H, W))
+        h, w = plan["recon_size"]
+        xs, info = cnf_sample(model, resize_centre(k, (h, w)), resize_mask(mask, (H, W), (h, w)), int(n_samples),
+                              generator=generator, chunk=chunk, data_consistency=data_consistency,
+                              progress=progress)
+        kx = resize_centre(fft2c(xs), (H, W))
+        if data_consistency:  # the measured samples the crop left out, at the data's resolution
+            m = as_mask4d(mask, H, W)
+            kx = (1 - m) * kx + m * k
+        xs = ifft2c(kx)
     S = _resolve_maps(sample, maps) if combine == "sense" else None
     if combine == "sense" and S is None:
         raise ValueError("combine='sense' needs coil maps: pass maps= or use combine='rss'")
@@ -521,7 +550,20 @@ def _cnf_method(sample, *, n_samples=1, generator=None, device="cpu", progress=F
     return SamplerResult.from_samples(imgs, nfe=int(n_samples) + 1,
                          wall_time=time.perf_counter() - t0,
                          diagnostics={"redrawn": info["redrawn"], "cond_time": info["cond_time"],
-                                      "flow_time": info["flow_time"], "combine": combine})
+                                      "flow_time": info["flow_time"], "combine": combine,
+                                      **({"size_policy": plan} if plan is not None else {})})
+
+
+def _cnf_at_size(model: ConditionalNF, size) -> ConditionalNF:
+    """The same weights in a CNF built for ``size`` (every layer is convolutional or per channel)."""
+    H, W = (int(size[0]), int(size[1]))
+    f = 2**model.num_levels
+    if H % f or W % f:
+        raise ValueError(f"cnf: size_policy='native' needs H and W divisible by {f}, got {H}x{W}; "
+                         "use size_policy='kspace'")
+    m = ConditionalNF(**{**model.config, "img_size": [H, W]})
+    m.load_state_dict(model.state_dict())
+    return m.to(next(model.parameters()).device).eval()
 
 
 try:
