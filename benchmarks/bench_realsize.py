@@ -13,7 +13,8 @@ and pattern from ``LAMBDA_GRID``), and the score-based samplers ``pula``, ``scor
 ``ula-annealed`` with the prior given by ``--weights`` wrapped in
 :class:`bayesmri.priors.patch.PatchScore` (``--tiling``, ``--margin``, ``--patch``); the sampler
 settings are the registered defaults (``bayesmri.samplers.registered.DEFAULTS``) unless ``--opt
-method:key=value``. Metrics: magnitude PSNR / SSIM (fastMRI) of the P-sample mean against the ground
+method:key=value``; ``pogmdm-joint`` (joint coil maps, its own PoGMDM prior: ``--weights`` or the
+method's default by size) takes the same ``--P``. Metrics: magnitude PSNR / SSIM (fastMRI) of the P-sample mean against the ground
 truth, seconds per slice (all P chains, one process).
 
 Every unit (split, size, coils, pattern, slice, method, variant) is cached in ``--cache`` (JSON, written
@@ -55,6 +56,10 @@ FOV_MM = 224
 LAMBDA_GRID = (3e-4, 1e-3, 3e-3, 1e-2)
 CLASSICAL = ("zf", "tv", "l1wav")
 SCORE_METHODS = ("pula", "score-mri", "ula-annealed")
+#: Samplers with their own prior (``--weights`` names its weights; none: the method's default).
+JOINT_METHODS = ("pogmdm-joint",)
+PRIOR_METHODS = SCORE_METHODS + JOINT_METHODS
+SCORE_WEIGHTS = "runs/score_native/model_ema"
 
 
 def parse_size(s: str) -> int:
@@ -98,7 +103,7 @@ class Cache:
 
 
 def build_prior(args):
-    net = load_model(args.weights).eval()
+    net = load_model(args.weights or SCORE_WEIGHTS).eval()
     return PatchScore(net, patch=args.patch, mode=args.tiling, margin=args.margin, seed=args.seed)
 
 
@@ -108,6 +113,8 @@ def run_unit(method: str, sample, args, prior, opts: dict, lam=None):
     t0 = time.perf_counter()
     if method in SCORE_METHODS:
         res = fn(sample, n_samples=args.P, generator=g, maps="true", prior=prior, **opts)
+    elif method in JOINT_METHODS:
+        res = fn(sample, n_samples=args.P, generator=g, maps="true", weights=args.weights, **opts)
     elif method == "zf":
         res = fn(sample, maps="true")
     else:
@@ -147,7 +154,8 @@ def parse_opts(items) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--weights", default="runs/score_native/model_ema")
+    ap.add_argument("--weights", default=None, help=f"prior weights (score methods: default {SCORE_WEIGHTS}; "
+                    "pogmdm-joint: default the method's own)")
     ap.add_argument("--variant", default=None, help="name of this prior/tiling in the cache (default from options)")
     ap.add_argument("--split", default="test", choices=["test", "val", "ood"])
     ap.add_argument("--ood-volume", default=None, choices=[None, "colin_head", "macaque"])
@@ -175,7 +183,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     cache = Cache(Path(args.cache))
     opts = parse_opts(args.opt)
-    variant = args.variant or f"{Path(args.weights).name}:{args.tiling}{args.margin if args.tiling == 'tiled' else ''}"
+    variant = args.variant or f"{Path(args.weights or SCORE_WEIGHTS).name}:{args.tiling}{args.margin if args.tiling == 'tiled' else ''}"
+    joint_variant = args.variant or (Path(args.weights).name if args.weights else "default")
     sizes = [parse_size(s) for s in args.sizes.split(",")]
     coils = [int(c) for c in args.coils.split(",")]
     patterns = [parse_pattern(p) for p in args.patterns.split(",")]
@@ -194,9 +203,9 @@ def main(argv=None) -> int:
                         sk = f"{args.split}{args.ood_volume or ''}|{i}|{size}|{C}|{pat}{R}"
                         sample = None
                         for m in methods:
-                            v = variant if m in SCORE_METHODS else "-"
+                            v = variant if m in SCORE_METHODS else (joint_variant if m in JOINT_METHODS else "-")
                             o = opts.get(m, {})
-                            key = f"{sk}|{m}|{v}|P{args.P if m in SCORE_METHODS else 1}|{json.dumps(o, sort_keys=True)}"
+                            key = f"{sk}|{m}|{v}|P{args.P if m in PRIOR_METHODS else 1}|{json.dumps(o, sort_keys=True)}"
                             if cache.get(key) is not None:
                                 continue
                             if sample is None:
@@ -229,7 +238,7 @@ def prior_figure(args, size: int) -> int:
     for a, im in zip(np.atleast_1d(ax), x):
         a.imshow(im.clamp_min(0).numpy(), cmap="gray", vmin=0, vmax=float(np.quantile(im.numpy(), 0.995)))
         a.axis("off")
-    fig.suptitle(f"{Path(args.weights).name}, {args.tiling} (margin {args.margin}), {size}x{size}, "
+    fig.suptitle(f"{Path(args.weights or SCORE_WEIGHTS).name}, {args.tiling} (margin {args.margin}), {size}x{size}, "
                  f"{args.prior_levels} levels + 1 corrector, {dt:.0f} s")
     fig.tight_layout()
     Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
@@ -251,7 +260,7 @@ def verdicts(cache: Cache) -> str:
            "SSIM | best classical SSIM | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (split, size, C, pat), rows in sorted(units.items()):
         for (m, var, P, o), per in sorted(rows.items()):
-            if m not in SCORE_METHODS:
+            if m not in PRIOR_METHODS:
                 continue
             sl = sorted(per)
             cls = [rows.get((c, "-", "P1", "{}"), {}) for c in ("tv", "l1wav")]

@@ -52,9 +52,20 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["PoGMDM", "load_pogmdm", "project_simplex", "DEFAULT_WEIGHTS"]
+__all__ = ["PoGMDM", "load_pogmdm", "project_simplex", "DEFAULT_WEIGHTS", "REALSIZE_WEIGHTS", "default_pogmdm_weights"]
 
 DEFAULT_WEIGHTS = "pogmdm_mri"
+#: Weights for real matrix sizes: trained on 64x64 crops of 1 mm MNI slices at 0.6-2.0 mm per pixel
+#: (``docs/pogmdm_native.md``); ``pogmdm_mri`` learned whole 64x64 slices (about 3.4 mm per pixel).
+REALSIZE_WEIGHTS = "pogmdm_native"
+#: Images whose smaller side is at least this many pixels get :data:`REALSIZE_WEIGHTS` by default
+#: (the rule of :func:`bayesmri.samplers.learned.default_score_weights`).
+REALSIZE_MIN_PIXELS = 96
+
+
+def default_pogmdm_weights(shape) -> str:
+    """The shipped PoGMDM weights for an image of ``shape = (..., H, W)`` when the user names none."""
+    return REALSIZE_WEIGHTS if min(int(shape[-2]), int(shape[-1])) >= REALSIZE_MIN_PIXELS else DEFAULT_WEIGHTS
 
 
 def project_simplex(v: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,8 @@ coil images over their RSS; the image starts (CCDF, Chung et al. 2022,
 estimate is the mean of ``n_samples`` chains (pixel-wise std beside it); the MAP estimate refines the
 MMSE by ``map_steps`` Nesterov steps on ``1/2 ||A(x, S) - z||^2 + beta (E(Re x) + E(Im x))`` at
 ``zeta_min`` with the chains' mean maps. Images are rescaled internally so that the zero-filled RSS
-has its 99.5th percentile at 1 (the prior was trained on slices with max 1) and scaled back on output.
+has its 99.5th percentile at 1 (``pogmdm_mri`` was trained on slices with max 1, ``pogmdm_native`` on crops
+in these units) and scaled back on output.
 
 The sampler has one code path; only :class:`CoilFourier` knows the sampling (Cartesian 1-D / 2-D mask
 or non-Cartesian trajectory in ``[-0.5, 0.5]``).
@@ -504,12 +505,14 @@ METHOD_DEFAULTS = {"n_steps": 300, "zeta_start": 0.3, "n_corrector": 0, "mu": 1.
 DEMO_OPTIONS = {"n_steps": 60, "map_steps": 10}
 
 
-def _default_prior(device):
-    from ..priors.pogmdm import load_pogmdm
+def _default_prior(device, shape=(64, 64)):
+    """The shipped prior for images of ``shape`` (:func:`bayesmri.priors.pogmdm.default_pogmdm_weights`)."""
+    from ..priors.pogmdm import default_pogmdm_weights, load_pogmdm
 
-    key = str(device)
+    name = default_pogmdm_weights(shape)
+    key = (name, str(device))
     if key not in _PRIOR_CACHE:
-        _PRIOR_CACHE[key] = load_pogmdm(device=device)
+        _PRIOR_CACHE[key] = load_pogmdm(name, device=device)
     return _PRIOR_CACHE[key]
 
 
@@ -527,34 +530,42 @@ def _align_phase(x: torch.Tensor, est_maps: torch.Tensor, ref_maps: torch.Tensor
 
 def pogmdm_joint_method(sample, *, n_samples: int = 10, generator=None, device="cpu", progress: bool = False,
                         weights: str | None = None, estimate: str = "mmse", maps: str | None = None,
-                        **options) -> SamplerResult:
+                        fixed_maps: str | None = None, **options) -> SamplerResult:
     """``pogmdm-joint``: joint image / coil-map posterior sampling with the PoGMDM prior (Nagler Alg. 1).
 
     Cartesian samples use the masked FFT, non-Cartesian ones (``sample.trajectory``, ``sample.dcf``)
     the NUFFT; ``weighting`` ("none" or "dcf", non-Cartesian only) picks the data-term weights.
+    ``weights``: a shipped name or path; by default ``pogmdm_native`` for images of at least 96 pixels
+    a side, else ``pogmdm_mri`` (:func:`bayesmri.priors.pogmdm.default_pogmdm_weights`).
     Other ``options`` go to :class:`JointPoGMDM` (``n_steps``, ``zeta_start``, ``mu``, ``map_steps`` ...);
     ``estimate="map"`` returns the MAP refinement as ``mean`` (the MMSE stays in ``diagnostics["mmse"]``).
     The coil maps are estimated jointly; ``maps`` (``"espirit"`` or ``"true"``) only fixes the phase
     convention of the returned images (see :func:`_align_phase`), so that they compare with a
     reference combined with those maps. ``None`` keeps the sampler's own phase.
+    ``fixed_maps`` (``"true"`` or ``"espirit"``) instead uses those maps and keeps them fixed
+    (``update_maps=False``): the image posterior with known sensitivities, for comparison.
     """
     if estimate not in ("mmse", "map"):
         raise ValueError(f"estimate must be 'mmse' or 'map', got {estimate!r}")
-    prior = _default_prior(device) if weights is None else __import__(
+    prior = _default_prior(device, sample.img_shape) if weights is None else __import__(
         "bayesmri.priors.pogmdm", fromlist=["load_pogmdm"]).load_pogmdm(weights, device=device)
     # CPU-friendly defaults (those of benchmarks/bench_pogmdm.py); the paper's: n_steps=1000, n_corrector=1
     for k, v in METHOD_DEFAULTS.items():
         options.setdefault(k, v)
     weighting = options.pop("weighting", "dcf")
+    fixed = None
+    if fixed_maps is not None:
+        fixed = sample.maps("true" if fixed_maps is True else fixed_maps).to(device)
+        options["update_maps"] = False
     sampler = JointPoGMDM(prior, **options)
     if sample.is_cartesian:
         res = sampler.sample(sample.kspace.to(device), sample.mask.to(device), n_samples=n_samples,
-                             generator=generator, progress=progress)
+                             generator=generator, progress=progress, coil_maps=fixed)
     else:  # NUFFT forward model y_c = F_nu(S_c x) at the sample's trajectory
         dcf = None if sample.dcf is None else sample.dcf.to(device)
         res = sampler.sample(sample.kspace.to(device), n_samples=n_samples, generator=generator, progress=progress,
                              trajectory=sample.trajectory.to(device), dcf=dcf, img_shape=sample.img_shape,
-                             weighting=weighting)
+                             weighting=weighting, coil_maps=fixed)
     if maps is not None:
         ref = sample.maps(maps).to(device)
         est = res.diagnostics["coil_maps_samples"]

@@ -10,8 +10,15 @@ flips) of magnitude training slices scaled to max 1. Optimiser: projected AdaBel
 (:class:`bayesmri.train.optim.ProjectedAdaBelief`, projections in :meth:`PoGMDM.project`), EMA 0.999,
 run by the common :class:`bayesmri.train.Trainer` (atomic checkpoints, exact resume, CSV log).
 
+``--data native``: random ``crop x crop`` crops of 1 mm MNI slices at a drawn pixel size in ``--pixel-mm``
+(contrast synthesis, skull, bias field, rotation, elastic: :class:`bayesmri.data.synth.BrainSliceSynthesizer`,
+as ``bayesmri train score --data native``), divided by one constant (:class:`NativeCrops`) so that whole
+slices have their 99.5th percentile at about 1, the units in which :mod:`bayesmri.samplers.pogmdm_joint`
+evaluates the prior.
+
 CLI: ``bayesmri train pogmdm --out runs/pogmdm --steps 2000 --batch-size 16 --lr 5e-3 --warmup 0 --grad-clip 0``
-(hooks ``cli_add_arguments(parser)``, ``cli_run(args, cfg)``).
+(``--data native --crop 64 --pixel-mm 0.6,2.0`` for native-resolution crops; hooks
+``cli_add_arguments(parser)``, ``cli_run(args, cfg)``).
 """
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["PoGMDMLoss", "CropBatches", "builtin_slices", "train_pogmdm", "export_checkpoint", "cli_add_arguments",
+__all__ = ["PoGMDMLoss", "CropBatches", "NativeCrops", "builtin_slices", "train_pogmdm", "export_checkpoint", "cli_add_arguments",
            "cli_run"]
 
 SIGMA_MAX = 0.4
@@ -87,6 +94,42 @@ class CropBatches:
         return torch.where(flip[:, None, None], out.flip(-1), out)
 
 
+class NativeCrops:
+    """``batch_fn(batch_size, generator)``: crops ``(B, crop, crop)`` of a
+    :class:`~bayesmri.data.synth.BrainSliceSynthesizer` divided by ``scale``.
+
+    The synthesiser normalises each slice by its 95th percentile; the joint sampler scales the
+    zero-filled image to its 99.5th percentile = 1 (the units of the max-1 slices of the first
+    PoGMDM). :meth:`from_synth` sets ``scale`` to the median 99.5th percentile of whole synthesised
+    slices, so the crops come in those units.
+    """
+
+    def __init__(self, synth, scale: float = 1.0):
+        if not scale > 0:
+            raise ValueError(f"scale must be positive, got {scale}")
+        self.synth, self.scale = synth, float(scale)
+
+    @classmethod
+    def from_synth(cls, synth, n: int = 32, seed: int = 12345) -> "NativeCrops":
+        from bayesmri.data.synth import BrainSliceSynthesizer
+
+        whole = BrainSliceSynthesizer(synth.split, crop=0, pixel_mm=synth.pixel_mm)
+        g = torch.Generator().manual_seed(seed)
+        q = torch.stack([torch.quantile(whole(1, g).flatten(), 0.995) for _ in range(n)])
+        return cls(synth, float(q.median()))
+
+    def __call__(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        return self.synth(batch_size, generator)[:, 0] / self.scale
+
+
+def _parse_range(text) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in str(text).split(","))
+    except ValueError:
+        raise ValueError(f"--pixel-mm must be 'LO,HI' in mm, got {text!r}") from None
+    return lo, hi
+
+
 class PoGMDMLoss:
     """DSM loss ``mean || sigma s(x + sigma z, sigma) + z ||^2`` for the trainer (see module docstring)."""
 
@@ -129,17 +172,28 @@ def _warm_start(model, path) -> None:
 
 def train_pogmdm(out_dir, steps: int = 2000, batch_size: int = 16, patch: int = 64, lr: float = 5e-3,
                  size: int = 128, seed: int = 0, resume: bool = False, progress: bool = True, cfg=None,
-                 init=None, lowpass_expert: bool = True):
+                 init=None, lowpass_expert: bool = True, data: str = "builtin", crop: int = 64,
+                 pixel_mm=(0.6, 2.0)):
     """Train a :class:`~bayesmri.priors.pogmdm.PoGMDM` with the common trainer; returns the ``Trainer``.
 
     ``init``: safetensors file to warm-start from (:func:`_warm_start`). The export
-    ``out_dir/model_ema.safetensors`` + ``.json`` holds the EMA weights.
+    ``out_dir/model_ema.safetensors`` + ``.json`` holds the EMA weights. ``data="builtin"``: ``patch``
+    crops of whole ``size`` slices; ``"native"``: ``crop`` crops of 1 mm slices at ``pixel_mm``
+    (:class:`NativeCrops`; ``patch`` and ``size`` unused).
     """
     from bayesmri.priors.pogmdm import PoGMDM
     from bayesmri.train import TrainConfig, Trainer
     from bayesmri.train.optim import ProjectedAdaBelief
 
-    images = builtin_slices("train", size)
+    if data not in ("builtin", "native"):
+        raise ValueError(f"data must be 'builtin' or 'native', got {data!r}")
+    if data == "native":
+        from bayesmri.data.synth import BrainSliceSynthesizer
+
+        batches = NativeCrops.from_synth(BrainSliceSynthesizer("train", crop=crop, pixel_mm=tuple(pixel_mm)))
+    else:
+        images = builtin_slices("train", size)
+        batches = CropBatches(images, patch)
     torch.manual_seed(seed)
     model = PoGMDM(lowpass_expert=lowpass_expert)
     if init is not None and not resume:
@@ -151,10 +205,19 @@ def train_pogmdm(out_dir, steps: int = 2000, batch_size: int = 16, patch: int = 
     groups = [{"params": [model.w_half], "lr": cfg.lr * 0.2}, {"params": [model.P], "lr": cfg.lr * 0.1},
               {"params": [model.h], "lr": cfg.lr * 0.2}, {"params": [model.gamma], "lr": cfg.lr * 10}]
     opt = ProjectedAdaBelief(groups, lr=cfg.lr, betas=(0.9, 0.999), project=model.project)
-    meta = {"prior": {"kind": "pogmdm", "sigma_max": SIGMA_MAX, "patch": patch, "image_size": [size, size],
-                      "normalisation": "each training slice divided by its maximum magnitude",
-                      "n_train_images": int(images.shape[0])}}
-    return Trainer(model, PoGMDMLoss(), CropBatches(images, patch), out_dir, cfg, optimizer=opt,
+    if data == "native":
+        meta = {"prior": {"kind": "pogmdm", "sigma_max": SIGMA_MAX, "data": "native", "training_crop": [crop, crop],
+                          "pixel_mm": list(batches.synth.pixel_mm), "image_size": None,
+                          "normalisation": "each whole slice divided by its 95th percentile over a random field of "
+                                           f"view, cropped, then divided by {batches.scale:.4g} (median 99.5th "
+                                           "percentile of whole slices)",
+                          "intensity_scale": batches.scale, "synthesis": batches.synth.config(),
+                          "init": None if init is None else str(init)}}
+    else:
+        meta = {"prior": {"kind": "pogmdm", "sigma_max": SIGMA_MAX, "patch": patch, "image_size": [size, size],
+                          "normalisation": "each training slice divided by its maximum magnitude",
+                          "n_train_images": int(images.shape[0])}}
+    return Trainer(model, PoGMDMLoss(), batches, out_dir, cfg, optimizer=opt,
                    resume=resume, export_metadata=meta)
 
 
@@ -182,12 +245,21 @@ def cli_add_arguments(parser) -> None:
     parser.add_argument("--size", type=int, default=128, help="slice size before cropping (default 128)")
     parser.add_argument("--init", default=None, help="safetensors file to warm-start from")
     parser.add_argument("--no-lowpass-expert", action="store_true", help="20 experts, 1578 parameters")
+    parser.add_argument("--data", default="builtin", choices=["builtin", "native"],
+                        help="builtin: --patch crops of whole --size slices; native: --crop crops of 1 mm MNI slices "
+                             "at a pixel size in --pixel-mm with contrast, skull, bias and elastic augmentation "
+                             "(bayesmri.data.synth), as for 'train score --data native'")
+    parser.add_argument("--crop", type=int, default=64, help="crop size in pixels with --data native (default 64)")
+    parser.add_argument("--pixel-mm", default="0.6,2.0",
+                        help="with --data native: range of the drawn pixel size in mm, 'LO,HI' (default 0.6,2.0)")
 
 
 def cli_run(args, cfg) -> int:
     """Train with the common :class:`~bayesmri.train.TrainConfig` ``cfg`` (AdaBelief uses ``cfg.lr``)."""
+    data = getattr(args, "data", "builtin")
     trainer = train_pogmdm(args.out, patch=args.patch, size=args.size, resume=args.resume, cfg=cfg, init=args.init,
-                           lowpass_expert=not args.no_lowpass_expert)
+                           lowpass_expert=not args.no_lowpass_expert, data=data, crop=getattr(args, "crop", 64),
+                           pixel_mm=_parse_range(getattr(args, "pixel_mm", "0.6,2.0")))
     res = trainer.fit()
     print(f"done: step {res.step}, loss {res.last_loss:.4g}, {res.steps_per_second:.3g} steps/s; weights {res.export}")
     return 0
