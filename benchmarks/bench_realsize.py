@@ -21,7 +21,7 @@ Every unit (split, size, coils, pattern, slice, method, variant) is cached in ``
 atomically after each unit), so an interrupted run resumes and several processes can split the work
 (``--sizes``/``--patterns``/``--methods`` subsets with one cache each, merged by ``--merge``).
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_realsize.py --weights runs/score_native/model_ema \\
+    OMP_NUM_THREADS=1 python benchmarks/bench_realsize.py --weights score_native \\
         --split test --slices 3 --sizes 128,native,320 --coils 8 --patterns gro4,poisson8 \\
         --methods zf,tv,l1wav,pula --P 2 --cache benchmarks/results/realsize_cache.json \\
         --report benchmarks/results/realsize.md
@@ -59,7 +59,7 @@ SCORE_METHODS = ("pula", "score-mri", "ula-annealed")
 #: Samplers with their own prior (``--weights`` names its weights; none: the method's default).
 JOINT_METHODS = ("pogmdm-joint",)
 PRIOR_METHODS = SCORE_METHODS + JOINT_METHODS
-SCORE_WEIGHTS = "runs/score_native/model_ema"
+SCORE_WEIGHTS = "score_native"  # shipped; a training run's export by --weights (runs/score_native/model_ema)
 
 
 def parse_size(s: str) -> int:

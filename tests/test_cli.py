@@ -192,3 +192,14 @@ def test_run_method_forwards_maps_and_options_through_kwargs():
         assert seen == {"maps": "true", "n_levels": 3}
     finally:
         methods._REGISTRY.pop("kwargs-test", None)
+
+
+def test_default_demo_runs_every_method_but_the_excluded_ones_which_stay_reachable():
+    from bayesmri import methods
+    from bayesmri.commands.demo import DEFAULT_SIZE, DEMO_EXCLUDED, _method_list
+
+    default = _method_list(None)
+    assert set(default) | set(DEMO_EXCLUDED) == set(methods.available_methods())
+    assert not set(default) & set(DEMO_EXCLUDED) and "pula" in default and "pogmdm-joint" in default
+    assert _method_list("ula-annealed") == ["ula-annealed"]
+    assert DEFAULT_SIZE >= 128  # issue 18: the demo runs at a real size
