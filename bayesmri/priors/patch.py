@@ -5,7 +5,8 @@ native``) is a prior for images of any size. :class:`PatchScore` evaluates it on
 two ways:
 
 ``mode="tiled"`` (PaDIS, Hu et al. sec. 3): the image is embedded in a canvas padded on every side, cut
-into non-overlapping tiles of ``P - 2 m`` pixels placed with a **random offset drawn at every call**,
+into non-overlapping tiles of ``P - 2 m`` pixels placed with a **random offset drawn at every call**
+(one per image of the batch, so a sampler's chains never share their seams),
 each tile is evaluated with a halo of ``m`` pixels on each side (a ``P x P`` network input) and only its
 centre is kept. Averaged over the sampler's iterations the random offsets move the seams, so no tile
 boundary stays at one place (Hu et al.'s argument for the random shift); with a halo ``m`` at least the
@@ -104,22 +105,35 @@ class PatchScore(nn.Module):
         s = self.model.score(self._canvas(x, sigma, top, left, Hc, Wc), sigma)
         return s[:, top:top + H, left:left + W]
 
-    def _tiled(self, x, sigma):
-        N, H, W = x.shape
+    def _tiles(self, img, sigma):
+        """The ``P x P`` network inputs of one image ``(H, W)`` at an offset drawn for it, and how to put
+        their kept centres back: ``(tiles (ny nx, P, P), (oy, ox, ny, nx))``."""
+        H, W = img.shape
         P, m = self.patch, self.margin
         S = P - 2 * m  # stride = kept centre
         oy, ox = (int(v) for v in torch.randint(S, (2,), generator=self.generator))
         ny, nx = -(-(H + oy) // S), -(-(W + ox) // S)
         # canvas row r <-> image row r - (oy + m); tile (i, j) covers canvas rows i S .. i S + P
-        canvas = self._canvas(x, sigma, oy + m, ox + m, ny * S + 2 * m, nx * S + 2 * m)
-        tiles = canvas.unfold(1, P, S).unfold(2, P, S)  # (N, ny, nx, P, P)
-        tiles = tiles.reshape(N * ny * nx, P, P)
-        sig_t = sigma.repeat_interleave(ny * nx)
+        canvas = self._canvas(img[None], sigma[None], oy + m, ox + m, ny * S + 2 * m, nx * S + 2 * m)[0]
+        return canvas.unfold(0, P, S).unfold(1, P, S).reshape(ny * nx, P, P), (oy, ox, ny, nx)
+
+    def _tiled(self, x, sigma):
+        # Each image gets its own offset, so the chains of a sampler (one batch) never share their seams
+        # at a step: the seams of the last steps then do not line up across samples in the mean and std.
+        N, H, W = x.shape
+        m, S = self.margin, self.patch - 2 * self.margin
+        parts = [self._tiles(x[n], sigma[n]) for n in range(N)]
+        tiles = torch.cat([t for t, _ in parts], 0)
+        sig_t = torch.cat([sigma[n].expand(t.shape[0]) for n, (t, _) in enumerate(parts)])
         outs = [self.model.score(tiles[i:i + self.chunk_size], sig_t[i:i + self.chunk_size])
                 for i in range(0, tiles.shape[0], self.chunk_size)]
-        s = torch.cat(outs, 0)[:, m:m + S, m:m + S].reshape(N, ny, nx, S, S)
-        s = s.permute(0, 1, 3, 2, 4).reshape(N, ny * S, nx * S)
-        return s[:, oy:oy + H, ox:ox + W]
+        kept = torch.cat(outs, 0)[:, m:m + S, m:m + S]
+        out, start = [], 0
+        for _, (oy, ox, ny, nx) in parts:
+            s = kept[start:start + ny * nx].reshape(ny, nx, S, S).permute(0, 2, 1, 3).reshape(ny * S, nx * S)
+            out.append(s[oy:oy + H, ox:ox + W])
+            start += ny * nx
+        return torch.stack(out, 0)
 
     # ------------------------------------------------------------------ public
     def score(self, x: torch.Tensor, sigma) -> torch.Tensor:

@@ -72,6 +72,19 @@ def test_random_offsets_move_the_seams_and_the_seed_reproduces_them():
     torch.testing.assert_close(b.score(x, 0.3), s1)
 
 
+def test_images_of_one_batch_get_their_own_seams():
+    # a sampler's chains are one batch: a shared offset would put every chain's seams at one place, and
+    # the seams of the last steps would then line up in the posterior mean and std (seen at 320x320)
+    model = LocalExperts()
+    x = torch.randn(1, 40, 40).expand(6, 40, 40).contiguous()
+    ps = PatchScore(model, patch=16, margin=0, multiple=1, seed=2)
+    s = ps.score(x, 0.3)[:, 4:-4, 4:-4]  # the padding noise (one draw per image) reaches 4 px into the image
+    assert not any(torch.allclose(s[0], s[i]) for i in range(1, 6))
+    # each image alone is still a tiling of the right score: tiles with the receptive radius as halo match
+    halo = PatchScore(model, patch=24, margin=4, multiple=1, seed=2).score(x, 0.3)
+    torch.testing.assert_close(halo[:, 4:-4, 4:-4], model.score(x, 0.3)[:, 4:-4, 4:-4], rtol=1e-5, atol=1e-6)
+
+
 def test_a_score_unet_runs_at_sizes_other_than_its_training_crop():
     torch.manual_seed(0)
     net = build_score_unet("small64").eval()
