@@ -55,7 +55,9 @@ def add_arguments(parser) -> None:
     from ..methods import available_methods
 
     names = available_methods()
-    parser.add_argument("input", type=Path, help="fastMRI-layout .h5 file (e.g. written by `bayesmri simulate`)")
+    parser.add_argument("input", type=Path, nargs="+",
+                        help="fastMRI-layout .h5 file (e.g. written by `bayesmri simulate`); a folder, a glob or "
+                             "several files reconstruct a dataset into --out (docs/datasets.md)")
     parser.add_argument(
         "--method", default="zf", metavar="NAME",
         help=f"reconstruction method, one of: {', '.join(names)} (default: zf)",
@@ -251,10 +253,11 @@ def _chunk_seed(seed: int, i: int, c: int) -> int:
 
 def run_method(name: str, samples, *, n_samples: int = 1, seed: int = 0, device="cpu", maps=None,
                progress: bool = False, on_slice=None, options: dict | None = None, chunk: int | None = None,
-               keep: int | None = None):
+               keep: int | None = None, first: int = 0):
     """Run registered method ``name`` on each slice of ``samples`` (a list of ``MRISample``).
 
-    Slice ``i`` gets a generator seeded with ``seed + i``. ``maps`` (``"espirit"``/``"true"``) is
+    Slice ``i`` gets a generator seeded with ``seed + first + i`` (``first``: the position of
+    ``samples[0]`` among a file's slices, for a caller that streams them one at a time). ``maps`` (``"espirit"``/``"true"``) is
     passed to methods that take it. ``on_slice()`` is called after each slice (progress bars).
     ``options`` are extra keyword options for the method (e.g. its ``demo_options``).
 
@@ -340,7 +343,7 @@ def run_method(name: str, samples, *, n_samples: int = 1, seed: int = 0, device=
         return res
 
     try:
-        for i, sample in enumerate(samples):
+        for i, sample in enumerate(samples, start=int(first)):
             run_slice(i, sample)
             if on_slice is not None:
                 on_slice()
@@ -889,7 +892,13 @@ def run(args) -> int:
     if args.slices is not None:
         parse_slices(args.slices, 10**9)  # the syntax here; the range once the file is open
     device = resolve_device(args.device)
-    path = check_input_file(args.input)
+    from .recon_dataset import is_dataset_input, run_dataset
+
+    if is_dataset_input(args.input):  # a folder, a glob or several files (docs/datasets.md)
+        path = None
+    else:
+        args.input = args.input[0] if isinstance(args.input, list) else args.input
+        path = check_input_file(args.input)
     if getattr(args, "weights", None) is not None:
         from ..priors.loading import resolve_weights
 
@@ -899,7 +908,7 @@ def run(args) -> int:
     previous = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
-        return _run(args, path, device)
+        return _run(args, path, device) if path is not None else run_dataset(args, device)
     finally:
         torch.set_num_threads(previous)
 
