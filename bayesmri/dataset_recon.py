@@ -316,9 +316,11 @@ def _prepare(inputs: list[Path], out: Path, options: dict, world: int, argv) -> 
         raise ValueError(f"{out} holds a run with other options ({diff}); use another --out to keep both, "
                          "or remove it to start over")
     records, pending, skipped = {}, [], []
+    io.remove_stale_temporaries(out, MANIFEST)  # leftovers of processes killed with SIGKILL
     for f in inputs:
         name = output_name(f)
         dest = out / name
+        io.remove_stale_temporaries(out, name)
         rec = read_record(dest) if dest.exists() else None
         if dest.exists() and rec is None:
             raise ValueError(f"{dest} exists but was not written by a dataset run of bayesmri recon; "
