@@ -24,7 +24,7 @@ so a new reader or method plugs in without touching the loop. What this module o
   (metrics, times, peak memory, process) updated as each file finishes (under a folder lock), every run
   with its processes, and a summary (fastMRI metrics over volumes, :mod:`bayesmri.evaluation`).
 - **Distribution**: under ``torchrun`` (``WORLD_SIZE > 1``) the processes join a ``torch.distributed``
-  group (NCCL with CUDA devices, one GPU per process; gloo on CPU). Rank 0 decides which files are
+  group (gloo; with CUDA one GPU per process). Rank 0 decides which files are
   pending and broadcasts them with a deterministic shard (largest files first, each to the least-loaded
   process); every process writes its own outputs; rank 0 writes the run summary after a barrier.
 """
@@ -163,8 +163,10 @@ def find_inputs(spec, suffixes=INPUT_SUFFIXES) -> list[Path]:
 def join_process_group(device: torch.device):
     """Join the ``torchrun`` process group if ``WORLD_SIZE > 1``; return ``(DistInfo, device)``.
 
-    The backend is NCCL when ``device`` is CUDA (each process takes GPU ``LOCAL_RANK``; an explicit
-    ``cuda:N`` is refused, it would put every process on one GPU), else gloo.
+    With a CUDA ``device`` each process takes GPU ``LOCAL_RANK`` (modulo the GPUs of the node; an explicit
+    ``cuda:N`` is refused, it would put every process on one GPU). The group is gloo whatever the device:
+    the processes only exchange the plan and their reports (small objects, no tensors), and gloo, unlike
+    NCCL, also allows more processes than GPUs.
     """
     import torch.distributed as dist
 
@@ -180,11 +182,8 @@ def join_process_group(device: torch.device):
                              "use --device cuda (process LOCAL_RANK takes GPU LOCAL_RANK)")
         device = torch.device("cuda", local % torch.cuda.device_count())
         torch.cuda.set_device(device)
-        backend = "nccl"
-    else:
-        backend = "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, timeout=DIST_TIMEOUT)
+        dist.init_process_group(backend="gloo", timeout=DIST_TIMEOUT)
     return dist_info(), device
 
 
