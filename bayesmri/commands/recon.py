@@ -1,4 +1,8 @@
-"""``bayesmri recon``: reconstruct (or sample the posterior of) a fastMRI-layout ``.h5`` file.
+"""``bayesmri recon``: reconstruct (or sample the posterior of) a k-space file.
+
+Inputs (``docs/inputs.md``; :func:`bayesmri.data.inputs.open_volume`): fastMRI-layout ``.h5``, ISMRMRD raw
+data ``.h5`` (prewhitened, readout oversampling removed, one image per slice/contrast/phase/repetition/set)
+and BART ``.cfl``. ``--maps FILE`` gives explicit coil maps (default ESPIRiT; maps of 1 for one coil).
 
 The mask is the file's ``mask`` dataset, else the nonzero k-space; with ``--mask PATTERN`` (a
 retrospective study) a fully sampled file is undersampled on reading by
@@ -12,7 +16,8 @@ cropped as fastMRI crops, which removes readout oversampling; :func:`bayesmri.da
 - ``<method>_mean.nii.gz`` (magnitude stack ``(H, W, S)``, voxel size from the header's FOV),
   ``<method>_mean.png`` (up to 8 slices at full resolution with a colour bar),
 - ``<method>_std.nii.gz`` / ``<method>_std.png`` (colour map and bar) for methods that draw several samples,
-- ``<method>.npz`` (or ``.h5`` with ``--array-format h5``): complex ``mean``, ``std``, ``samples``
+- ``<method>.npz`` (or ``.h5`` with ``--array-format h5``; with ``cfl`` BART pairs ``<method>_mean/_std/_samples``
+  in the input's units): complex ``mean``, ``std``, ``samples``
   (``(P, S, H, W)``, up to ``--keep-samples``), ``nfe``, ``wall_time``, ``slices``, ``voxel_size_mm``,
 - ``metrics.json`` when a reference is known (schema: ``docs/metrics_schema.md``): slice averages,
   per-slice values, calibration numbers of a sampler, mask, geometry, settings and versions.
@@ -733,7 +738,7 @@ def _normalise(k: torch.Tensor) -> tuple[float, torch.Tensor]:
 
 
 def write_result(stage: Path, name: str, res, *, array_format: str = "npz", keep_samples: int = 8,
-                 voxel_size=(1, 1, 1), slices=None, std_vmax: float | None = None, bart_dims=None):
+                 voxel_size=(1, 1, 1), slices=None, std_vmax: float | None = None, bart_dims=None, scales=None):
     """Write the image files of one method's result into ``stage``; return the written paths.
 
     NIfTI stacks carry ``voxel_size`` (mm, from the file's header: :func:`bayesmri.data.fastmri.image_geometry`).
@@ -741,7 +746,9 @@ def write_result(stage: Path, name: str, res, *, array_format: str = "npz", keep
     input file (titles). The std PNG uses a colour map on the range ``[0, std_vmax]``: a caller that
     writes several methods passes one ``std_vmax`` so that their std maps can be compared (default:
     the largest std of this result). ``array_format="cfl"`` writes BART pairs ``<name>_mean``, ``_std``,
-    ``_samples`` (:func:`bayesmri.bart.stack_to_bart`; ``bart_dims``: the extra dims of a BART input).
+    ``_samples`` (:func:`bayesmri.bart.stack_to_bart`; ``bart_dims``: the extra dims of a BART input) in the
+    units of the input k-space: each slice times its normalisation ``scales[i]`` (``MRISample.scale``), so that
+    they compare with BART's own results on the same data (the other files keep the normalised units).
     """
     from .. import io
 
@@ -770,9 +777,11 @@ def write_result(stage: Path, name: str, res, *, array_format: str = "npz", keep
     if array_format == "cfl":
         from ..bart import stack_to_bart, writecfl
 
+        sc = np.ones(mean.shape[0]) if scales is None else np.asarray(scales, dtype=np.float64)[: mean.shape[0]]
         for key, smp in (("mean", False), ("std", False), ("samples", True)):
             if arrays[key] is not None and arrays[key].numel():
-                writecfl(stage / f"{name}_{key}", stack_to_bart(io.to_numpy(arrays[key]), bart_dims, samples=smp))
+                a = io.to_numpy(arrays[key]) * sc.reshape(-1, 1, 1)  # raw units of the input
+                writecfl(stage / f"{name}_{key}", stack_to_bart(a, bart_dims, samples=smp))
                 files += [stage / f"{name}_{key}.cfl", stage / f"{name}_{key}.hdr"]
     elif array_format == "h5":
         files.append(io.save_h5(stage / f"{name}.h5", arrays, {"method": name}))
@@ -980,7 +989,8 @@ def write_partial(out: Path, args, res, data: H5Input, *, n_slices: int, setting
     res = to_recon_grid(res, data.geometry.matrix)
     with io.atomic_dir(out, replace=method_files(name), merge_json=["metrics.json"]) as stage:
         write_result(stage, name, res, array_format=args.array_format, keep_samples=args.keep_samples,
-                     voxel_size=data.geometry.voxel_mm, slices=data.slices[:k], bart_dims=data.info.get("bart_dims"))
+                     voxel_size=data.geometry.voxel_mm, slices=data.slices[:k], bart_dims=data.info.get("bart_dims"),
+                     scales=[s.scale for s in data.samples[:k]])
         row = None
         if data.reference is not None:
             row = metrics_row(res, data.reference[:k], data, settings)
@@ -1056,7 +1066,8 @@ def _run(args, path: Path, device) -> int:
                 settings["size_policy"] = res.diagnostics["size_policy"]
             res = to_recon_grid(res, geo.matrix)
             write_result(stage, args.method, res, array_format=args.array_format, keep_samples=args.keep_samples,
-                         voxel_size=geo.voxel_mm, slices=data.slices, bart_dims=data.info.get("bart_dims"))
+                         voxel_size=geo.voxel_mm, slices=data.slices, bart_dims=data.info.get("bart_dims"),
+                         scales=[s.scale for s in samples])
             if reference is not None:
                 row = metrics_row(res, reference, data, settings)
                 io.save_json(stage / "metrics.json", {args.method: {pattern: row}, f"{args.method}.partial": None})

@@ -279,6 +279,16 @@ def _short(e: BaseException) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
+def open_h5(fname: str):
+    """``h5py.File(fname, "r")``, or a one-line ``ValueError`` naming a missing or unreadable file."""
+    if not os.path.isfile(fname):
+        raise ValueError(f"{fname}: no such file")
+    try:
+        return _h5py().File(fname, "r")
+    except OSError as e:
+        raise ValueError(f"{fname}: not a readable HDF5 file (truncated or wrong format: {_short(e)})") from None
+
+
 def read_fastmri_h5(fname) -> FastMRIVolume:
     """Open and validate a fastMRI file; returns a :class:`FastMRIVolume` (no k-space loaded).
 
@@ -289,13 +299,8 @@ def read_fastmri_h5(fname) -> FastMRIVolume:
         dtype, missing or malformed ``ismrmrd_header``.
     """
     fname = os.fspath(fname)
-    if not os.path.isfile(fname):
-        raise ValueError(f"{fname}: no such file")
     h5py = _h5py()
-    try:
-        f = h5py.File(fname, "r")
-    except OSError as e:
-        raise ValueError(f"{fname}: not a readable HDF5 file (truncated or wrong format: {_short(e)})") from None
+    f = open_h5(fname)
     try:
         with f:
             if "kspace" not in f:

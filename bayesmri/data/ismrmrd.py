@@ -166,10 +166,6 @@ def is_ismrmrd(fname) -> bool:
         return False
 
 
-def _short(e: BaseException) -> str:
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
-
-
 def _fft1c(x: np.ndarray, axis: int, inverse: bool) -> np.ndarray:
     # centred orthonormal 1-D FFT, the 1-D form of bayesmri.physics.fft2c
     f = np.fft.ifft if inverse else np.fft.fft
@@ -211,17 +207,10 @@ def read_ismrmrd(fname, dataset: str | None = None, *, prewhiten: bool = True, r
         encoding, reversed readouts, inconsistent channel counts, readouts outside the encoded matrix,
         truncated records, no imaging data, a singular noise covariance.
     """
-    import h5py
-
-    from .fastmri import max_slice_bytes, parse_ismrmrd_header
+    from .fastmri import _short, max_slice_bytes, open_h5, parse_ismrmrd_header
 
     fname = os.fspath(fname)
-    if not os.path.isfile(fname):
-        raise ValueError(f"{fname}: no such file")
-    try:
-        f = h5py.File(fname, "r")
-    except OSError as e:
-        raise ValueError(f"{fname}: not a readable HDF5 file ({_short(e)})") from None
+    f = open_h5(fname)
     try:
         with f:
             name = dataset or ismrmrd_dataset_name(f)
