@@ -197,9 +197,9 @@ def calibration_numbers(res, reference: torch.Tensor) -> dict | None:
     samples scatter more than their error), the std ratio (RMS error of the mean over the spread an exact
     sampler predicts; 1 calibrated, > 1 over-confident) and the 90 % interval coverage; and per slice
     :func:`bayesmri.metrics.std_error_correlation` of the std map with ``| |mean| - reference |``.
-    Needs at least two kept samples.
+    Needs at least two kept samples. ``flags``: the labels of :func:`bayesmri.calibration.calibration_flags`.
     """
-    from ..calibration import calibration_statistics
+    from ..calibration import calibration_flags, calibration_statistics
     from ..metrics import std_error_correlation
 
     L = int(res.samples.shape[0]) if res.samples is not None else 0
@@ -228,7 +228,9 @@ def calibration_numbers(res, reference: torch.Tensor) -> dict | None:
     valid = [c for c in out["std_error_correlation_per_slice"] if c is not None]
     if valid:
         out["std_error_correlation"] = float(np.mean(valid))
-    return {k: v for k, v in out.items() if not (isinstance(v, float) and not math.isfinite(v))}
+    out = {k: v for k, v in out.items() if not (isinstance(v, float) and not math.isfinite(v))}
+    out["flags"] = [f.label for f in calibration_flags(out)]  # thresholds: calibration.FLAG_THRESHOLDS
+    return out
 
 
 def _accepts(fn, name: str) -> bool:
