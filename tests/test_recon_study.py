@@ -211,13 +211,25 @@ def test_slices_pick_slices(files, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------------ outputs
-def test_sampler_defaults_to_eight_samples_with_std_and_calibration(files, tmp_path, capsys):
+def test_sampler_defaults_to_eight_samples_with_std_and_calibration(files, tmp_path, capsys, monkeypatch):
+    from bayesmri.commands.recon import STD_PNG_VMAX
+
     with pytest.raises(SystemExit):
         main(["recon", "--help"])
     assert "default: 8 for the sampling methods" in " ".join(capsys.readouterr().out.split())
+    ranges = {}
+    grid = io.save_image_grid_native
+
+    def spy(path, images, titles=None, **kw):
+        ranges[path.name] = kw.get("vmax")
+        return grid(path, images, titles, **kw)
+
+    monkeypatch.setattr(io, "save_image_grid_native", spy)
     rc, out, err = _run(["recon", files / "und.h5", "--method", "cinn", "--slices", "0", "--out", tmp_path / "o",
                          "--no-progress"], capsys)
     assert rc == 0, err
+    # the std PNG's colour scale is the same for every method and run, not this result's own maximum
+    assert ranges["cinn_std.png"] == STD_PNG_VMAX
     _, row = _row(tmp_path / "o", "cinn")
     assert row["n_samples"] == 8
     cal = row["calibration"]

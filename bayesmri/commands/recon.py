@@ -725,15 +725,22 @@ def _normalise(k: torch.Tensor) -> tuple[float, torch.Tensor]:
     return peak * rel, (kd / rel).to(torch.complex64)
 
 
+#: Upper end of the std PNG's colour scale, in the units ``recon`` writes (each slice divided by the 95th
+#: percentile of its zero-filled magnitude): one scale for every method and run on any data, so std PNGs
+#: can be compared side by side (measured std maps: 0.005 collapsed cINN to 0.18 annealed ULA); larger
+#: values saturate, and the NIfTI keeps them.
+STD_PNG_VMAX = 0.2
+
+
 def write_result(stage: Path, name: str, res, *, array_format: str = "npz", keep_samples: int = 8,
-                 voxel_size=(1, 1, 1), slices=None, std_vmax: float | None = None):
+                 voxel_size=(1, 1, 1), slices=None, std_vmax: float | None = STD_PNG_VMAX):
     """Write the image files of one method's result into ``stage``; return the written paths.
 
     NIfTI stacks carry ``voxel_size`` (mm, from the file's header: :func:`bayesmri.data.fastmri.image_geometry`).
     PNGs show up to 8 slices at full resolution with a colour bar; ``slices`` are their indices in the
-    input file (titles). The std PNG uses a colour map on the range ``[0, std_vmax]``: a caller that
-    writes several methods passes one ``std_vmax`` so that their std maps can be compared (default:
-    the largest std of this result).
+    input file (titles). The std PNG uses a colour map on the range ``[0, std_vmax]``, by default
+    :data:`STD_PNG_VMAX` for every method, so that std maps of different methods and runs can be compared
+    (None: the largest std of this result).
     """
     from .. import io
 
@@ -748,8 +755,9 @@ def write_result(stage: Path, name: str, res, *, array_format: str = "npz", keep
     if std is not None and n_samples_of(res) > 1:
         files.append(io.save_nifti(stage / f"{name}_std.nii.gz", std, voxel_size=voxel_size))
         files.append(_save_stack_png(stage / f"{name}_std.png", std,
-                                     f"{name}: posterior std of {n_samples_of(res)} samples", idx, cmap="magma",
-                                     vmax=std_vmax, label="std"))
+                                     f"{name}: posterior std of {n_samples_of(res)} samples"
+                                     + (" (one scale for every method)" if std_vmax is not None else ""), idx,
+                                     cmap="magma", vmax=std_vmax, label="std"))
     arrays = {
         "mean": mean,
         "std": std,
