@@ -55,7 +55,9 @@ def add_arguments(parser) -> None:
     from ..methods import available_methods
 
     names = available_methods()
-    parser.add_argument("input", type=Path, help="fastMRI-layout .h5 file (e.g. written by `bayesmri simulate`)")
+    parser.add_argument("input", type=Path, help="fastMRI-layout .h5 file (e.g. written by `bayesmri simulate`); "
+                        "without --mask the mask is its 'mask' dataset (applied to the k-space where the file holds "
+                        "data outside it), else the nonzero k-space; a line 'mask: ...' says which")
     parser.add_argument(
         "--method", default="zf", metavar="NAME",
         help=f"reconstruction method, one of: {', '.join(names)} (default: zf)",
