@@ -56,7 +56,7 @@ MANIFEST = "manifest.json"
 #: HDF5 attribute of an output that holds its manifest record (JSON).
 RECORD_ATTR = "bayesmri_record"
 #: File endings a folder input is searched for (readers of other formats add theirs here).
-INPUT_SUFFIXES = (".h5",)
+INPUT_SUFFIXES = (".h5", ".cfl")
 #: Format tag of the manifest.
 MANIFEST_FORMAT = "bayesmri-dataset/1"
 #: How long a process waits at a barrier for the others (the slowest shard): a week.

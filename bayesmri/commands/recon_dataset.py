@@ -21,18 +21,19 @@ def is_dataset_input(spec) -> bool:
 
 
 def load_input(path: Path, *, slices=None, mask=None):
-    """Read ``slices`` of one input file for ``recon`` (an :class:`~bayesmri.commands.recon.H5Input`)."""
+    """Read ``slices`` of one input file for ``recon`` (an :class:`~bayesmri.commands.recon.H5Input`; any
+    format of :func:`bayesmri.data.inputs.open_volume`), with ESPIRiT coil maps."""
     from .recon import load_h5
 
-    return load_h5(path, slices=slices, mask=mask)
+    return load_h5(path, slices=slices, mask=mask, maps="espirit")
 
 
 def input_slice_count(path: Path) -> int:
-    """Number of slices of one input file (checks its layout; one-line ``ValueError`` naming it)."""
-    from ..data.fastmri import read_fastmri_h5
+    """Number of slices of one input file (checks its format; one-line ``ValueError`` naming it)."""
+    from ..data.inputs import open_volume
     from .recon import check_input_file
 
-    return read_fastmri_h5(check_input_file(path)).num_slices
+    return open_volume(check_input_file(path)).num_slices
 
 
 def dataset_options(args) -> dict:
@@ -60,6 +61,8 @@ def run_dataset(args, device) -> int:
     from .recon import (compress_samples, parse_slices, _retrospective_mask, run_method, to_recon_grid,
                         n_samples_of)
 
+    if getattr(args, "maps", "espirit") not in (None, "espirit"):
+        raise ValueError("--maps FILE is for one input; a dataset run estimates ESPIRiT maps for every file")
     if getattr(args, "partial", False):
         raise ValueError("--partial is for one file: a dataset run keeps every finished file and resumes where it stopped")
     inputs = find_inputs(args.input)
@@ -102,6 +105,8 @@ def run_dataset(args, device) -> int:
                  "voxel_mm": list(g.voxel_mm)}
         if compression is not None:
             facts["coil_compression"] = compression
+        if getattr(data, "info", None):
+            facts["input_info"] = data.info
         return SliceResult(index=index, mean=res.mean[0] * scale,
                            std=res.std[0] * scale if res.std is not None and P > 1 else None,
                            samples=res.samples[:, 0] * scale if P > 1 and res.samples.shape[0] else None,
