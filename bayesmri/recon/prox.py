@@ -28,6 +28,7 @@ __all__ = [
     "project_l2_ball",
     "finite_difference",
     "finite_difference_adjoint",
+    "finite_difference_normal",
     "tv_norm",
     "WaveletTransform",
 ]
@@ -88,6 +89,18 @@ def finite_difference_adjoint(g: torch.Tensor) -> torch.Tensor:
     out[:, 1:, :] += gv[:, :-1, :]
     out[:, :, :-1] -= gh[:, :, :-1]
     out[:, :, 1:] += gh[:, :, :-1]
+    return out
+
+
+def finite_difference_normal(x: torch.Tensor) -> torch.Tensor:
+    """``D^H D x`` (the Neumann Laplacian, negated) without forming ``D x``: ``(B, H, W) -> (B, H, W)``."""
+    dv = x[:, 1:, :] - x[:, :-1, :]
+    dh = x[:, :, 1:] - x[:, :, :-1]
+    out = torch.zeros_like(x)
+    out[:, :-1, :] -= dv
+    out[:, 1:, :] += dv
+    out[:, :, :-1] -= dh
+    out[:, :, 1:] += dh
     return out
 
 
