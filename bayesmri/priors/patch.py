@@ -50,6 +50,11 @@ class PatchScore(nn.Module):
         Input sizes must be multiples of this (default: ``2 ** (num_levels - 1)`` of a ScoreUNet, else 1).
     chunk_size : int
         Most network inputs evaluated at once in ``"tiled"`` mode.
+    channels_last : bool, optional
+        Run the network in channels-last memory format (the wrapped module is converted in place at
+        the first call). Default: on for CPU inputs, where oneDNN's convolutions are ~14% faster in it
+        (score_native, 64 tiles of 64x64, one thread: 0.97 -> 0.83 s; docs/speed.md); the outputs
+        agree to float round-off.
     seed : int
         Seed of the generator for the offsets and the padding noise.
 
@@ -61,7 +66,8 @@ class PatchScore(nn.Module):
     """
 
     def __init__(self, model: nn.Module, patch: int = 64, mode: str = "tiled", margin: int = 0,
-                 multiple: int | None = None, chunk_size: int = 64, seed: int = 0):
+                 multiple: int | None = None, chunk_size: int = 64, seed: int = 0,
+                 channels_last: bool | None = None):
         super().__init__()
         if not callable(getattr(model, "score", None)):
             raise TypeError(f"model must have score(x, sigma), got {type(model).__name__}")
@@ -80,10 +86,21 @@ class PatchScore(nn.Module):
         self.model = model
         self.patch, self.margin, self.mode, self.multiple = patch, margin, mode, multiple
         self.chunk_size = chunk_size
+        self.channels_last = channels_last
+        self._format = None  # memory format the model was last put in by _net
         self.generator = torch.Generator().manual_seed(int(seed))
         self.meta = getattr(model, "meta", None)
 
     # ------------------------------------------------------------------ helpers
+    def _net(self, x, sigma):
+        """The wrapped network's score, in the memory format chosen for ``x``'s device."""
+        want_cl = self.channels_last if self.channels_last is not None else x.device.type == "cpu"
+        fmt = torch.channels_last if want_cl else torch.contiguous_format
+        if self._format is not fmt:
+            self.model.to(memory_format=fmt)
+            self._format = fmt
+        return self.model.score(x, sigma)
+
     def _noise(self, shape, sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         z = torch.randn(shape, generator=self.generator, dtype=torch.float32)
         return z.to(device=like.device, dtype=like.dtype) * sigma.reshape(-1, *([1] * (len(shape) - 1)))
@@ -100,9 +117,9 @@ class PatchScore(nn.Module):
         k = self.multiple
         Hc, Wc = -(-H // k) * k, -(-W // k) * k
         if (Hc, Wc) == (H, W):
-            return self.model.score(x, sigma)
+            return self._net(x, sigma)
         top, left = (Hc - H) // 2, (Wc - W) // 2
-        s = self.model.score(self._canvas(x, sigma, top, left, Hc, Wc), sigma)
+        s = self._net(self._canvas(x, sigma, top, left, Hc, Wc), sigma)
         return s[:, top:top + H, left:left + W]
 
     def _tiles(self, img, sigma):
@@ -125,7 +142,7 @@ class PatchScore(nn.Module):
         parts = [self._tiles(x[n], sigma[n]) for n in range(N)]
         tiles = torch.cat([t for t, _ in parts], 0)
         sig_t = torch.cat([sigma[n].expand(t.shape[0]) for n, (t, _) in enumerate(parts)])
-        outs = [self.model.score(tiles[i:i + self.chunk_size], sig_t[i:i + self.chunk_size])
+        outs = [self._net(tiles[i:i + self.chunk_size], sig_t[i:i + self.chunk_size])
                 for i in range(0, tiles.shape[0], self.chunk_size)]
         kept = torch.cat(outs, 0)[:, m:m + S, m:m + S]
         out, start = [], 0
