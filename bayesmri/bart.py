@@ -17,7 +17,10 @@ import numpy as np
 
 from .io import atomic_path
 
-__all__ = ["readcfl", "writecfl", "bart_available", "bart", "BartError"]
+__all__ = ["readcfl", "writecfl", "bart_available", "bart", "BartError", "stack_to_bart", "SLICE_DIM", "AVG_DIM"]
+
+#: BART's SLICE and AVG dimensions (``misc/mri.h``): slices of a stack, and posterior samples.
+SLICE_DIM, AVG_DIM = 13, 14
 
 
 class BartError(RuntimeError):
@@ -72,6 +75,30 @@ def writecfl(name, array) -> None:
         a.ravel(order="F").tofile(tmp)
     with atomic_path(base + ".hdr") as tmp:
         tmp.write_text("# Dimensions\n" + " ".join(str(d) for d in dims) + "\n")
+
+
+def stack_to_bart(x, extra_dims=None, samples: bool = False) -> np.ndarray:
+    """An image stack in BART dimension order, for :func:`writecfl`.
+
+    ``x``: ``(S, H, W)`` (``samples=False``) or ``(P, S, H, W)`` (``samples=True``). H -> READ (0), W -> PHS1
+    (1). The ``S`` slices go back to the dims 5..15 they came from when ``extra_dims`` (those dims of a BART
+    input, :func:`bayesmri.data.inputs.read_cfl_kspace`) holds exactly ``S`` images, else to SLICE (13);
+    samples go to AVG (14), so that ``bart avg 16384`` is their mean (where the input used AVG itself the
+    slices are flattened into SLICE).
+    """
+    a = np.asarray(x)
+    a = a if samples else a[None]
+    P, S, H, W = a.shape
+    dims = [H, W] + [1] * 14
+    extra = list(extra_dims) if extra_dims is not None else None
+    if extra is not None and len(extra) == 11 and math.prod(extra) == S and not (P > 1 and extra[AVG_DIM - 5] > 1):
+        dims[5:] = extra
+    else:
+        dims[SLICE_DIM] = S
+    if samples:
+        dims[AVG_DIM] = P
+    # (P, S, H, W) -> (H, W, S, P), then S and P unfold into their dims (first index fastest)
+    return np.transpose(a, (2, 3, 1, 0)).reshape(dims, order="F")
 
 
 def bart_available() -> bool:

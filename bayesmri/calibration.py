@@ -60,6 +60,9 @@ __all__ = [
     "CalibrationReport",
     "calibration_statistics",
     "LEVELS",
+    "FLAG_THRESHOLDS",
+    "CalibrationFlag",
+    "calibration_flags",
 ]
 
 #: Credible levels reported by default.
@@ -284,3 +287,63 @@ def calibration_statistics(x_true: torch.Tensor, samples: torch.Tensor, *, level
     std_ratio = math.sqrt(err2 / ((1 + 1 / L) * var)) if var > 0 else float("inf")
     return CalibrationReport(ranks=ranks, n_samples=L, coverage=cov, uniformity=uni, gain_P=Ps, gain=gain,
                              gain_theory=theory, std_ratio=std_ratio, info=dict(info or {}))
+
+
+# --------------------------------------------------------------------------------------------------
+# automatic flags (the report, metrics.json)
+# --------------------------------------------------------------------------------------------------
+#: Thresholds of :func:`calibration_flags`, the one place they are defined (quoted by the report's reading
+#: guide and ``docs/uncertainty.md``). The P-gain of an exact sampler is ``g = 10 log10(2P/(P+1))``:
+#: below ``collapsed_below * g`` the samples are (nearly) one image (cINN: 0.05-0.15 dB where g = 2.0-2.5);
+#: above ``overdispersed_above * g`` they scatter more than their error (annealed ULA's geometric schedule:
+#: 3.37 dB where g = 2.50, ratio 1.35; pULA at 40 levels 1.11 and an exact sampler 0.99 stay unflagged);
+#: a std map whose Pearson correlation with the |error| map is below ``min_std_error_correlation`` does
+#: not say where the errors are.
+FLAG_THRESHOLDS = {"collapsed_below": 0.25, "overdispersed_above": 1.25, "min_std_error_correlation": 0.3}
+
+
+@dataclass(frozen=True)
+class CalibrationFlag:
+    """One automatic finding about a sampler's calibration numbers: ``label`` (short) and ``detail``."""
+
+    label: str
+    detail: str
+
+
+def calibration_flags(cal: dict, thresholds: dict | None = None) -> list[CalibrationFlag]:
+    """The flags raised by a ``calibration`` entry of ``metrics.json`` (``docs/metrics_schema.md``).
+
+    Parameters
+    ----------
+    cal : mapping with ``p_gain_db`` and ``p_gain_reference_db`` (the measured P-gain and the exact
+        sampler's), and optionally ``std_error_correlation``; missing or non-finite values raise no flag.
+    thresholds : overrides of :data:`FLAG_THRESHOLDS`.
+
+    Returns
+    -------
+    list of :class:`CalibrationFlag`: ``samples collapsed`` (P-gain below ``collapsed_below`` x the
+    exact value), ``over-dispersed`` (above ``overdispersed_above`` x), ``std does not follow error``
+    (correlation below ``min_std_error_correlation``); empty when none applies.
+    """
+    t = {**FLAG_THRESHOLDS, **(thresholds or {})}
+
+    def num(key):
+        v = cal.get(key)
+        return float(v) if isinstance(v, (int, float)) and math.isfinite(float(v)) else None
+
+    out = []
+    gain, ref, corr = num("p_gain_db"), num("p_gain_reference_db"), num("std_error_correlation")
+    if gain is not None and ref is not None and ref > 0:
+        if gain < t["collapsed_below"] * ref:
+            out.append(CalibrationFlag(
+                "samples collapsed", f"P-gain {gain:.2f} dB, below {t['collapsed_below']:.0%} of the exact "
+                f"sampler's {ref:.2f} dB: the samples are nearly one image and the std map is far too small"))
+        elif gain > t["overdispersed_above"] * ref:
+            out.append(CalibrationFlag(
+                "over-dispersed", f"P-gain {gain:.2f} dB, above {t['overdispersed_above']:.0%} of the exact "
+                f"sampler's {ref:.2f} dB: the samples scatter more than their error (std map too large)"))
+    if corr is not None and corr < t["min_std_error_correlation"]:
+        out.append(CalibrationFlag(
+            "std does not follow error", f"correlation of the std map with |error| {corr:.2f}, below "
+            f"{t['min_std_error_correlation']:.2f}: the std map does not show where the errors are"))
+    return out

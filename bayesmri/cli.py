@@ -15,7 +15,8 @@ import sys
 SUBCOMMANDS = {
     "demo": ("bayesmri.commands.demo", "run every method on built-in test slices and write an HTML report"),
     "simulate": ("bayesmri.commands.simulate", "write a fastMRI-layout .h5 of simulated undersampled data"),
-    "recon": ("bayesmri.commands.recon", "reconstruct (or sample the posterior of) a fastMRI-layout .h5 file"),
+    "recon": ("bayesmri.commands.recon", "reconstruct (or sample the posterior of) a fastMRI-layout .h5 file or a whole dataset"),
+    "evaluate": ("bayesmri.commands.evaluate", "fastMRI-style per-volume PSNR/SSIM/NMSE of reconstructions against references"),
     "train": ("bayesmri.commands.train", "train a learned prior or conditional flow"),
     "info": ("bayesmri.commands.info", "show the installed version, devices, shipped data and weights"),
 }

@@ -33,6 +33,7 @@ __all__ = [
     "save_png",
     "save_image_grid",
     "save_image_grid_native",
+    "save_image_table",
     "save_nifti",
     "load_nifti",
     "save_npz",
@@ -511,6 +512,97 @@ def save_image_grid_native(
     cb.ax.tick_params(labelsize=8)
     if label:
         cb.set_label(label, fontsize=8)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)  # no bbox "tight": it would move the pixel-exact boxes
+    return Path(path)
+
+
+def save_image_table(
+    path,
+    cells: Sequence[Sequence],
+    row_labels: Sequence[str],
+    columns: Sequence[Mapping],
+    *,
+    zoom: int | None = None,
+    suptitle: str | None = None,
+) -> Path:
+    """Write a table of images, one display scale and colour bar per column, at full resolution.
+
+    Each column has its own colour map and range (e.g. magnitude in grey, |error| and std in one colour
+    map on one shared range, so that the two can be compared pixel by pixel); the colour bar sits under
+    the column heading. Every image pixel is ``zoom x zoom`` PNG pixels (nearest neighbour, nothing
+    resampled); ``zoom`` defaults to the smallest integer that makes a tile at least 128 px.
+
+    Parameters
+    ----------
+    path : destination ``.png``.
+    cells : rows of images ``(H, W)`` (magnitude if complex), one per column, ``None`` for an empty cell;
+        all images of the table have one size.
+    row_labels : one per row, drawn left of it (may hold a line break).
+    columns : one mapping per column: ``title``, ``cmap`` (default grey), ``vmin``/``vmax`` (default the
+        range of the column's images), ``label`` (text under the colour bar, optional).
+    suptitle : a line above the table.
+    """
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    if len(cells) == 0 or len(cells) != len(row_labels):
+        raise ValueError(f"need one label per row, got {len(row_labels)} labels for {len(cells)} rows")
+    ncols = len(columns)
+    if any(len(r) != ncols for r in cells):
+        raise ValueError(f"every row must have {ncols} cells (None for an empty one)")
+    imgs = [[None if im is None else _as_slice(im, f"cells[{i}][{j}]") for j, im in enumerate(r)]
+            for i, r in enumerate(cells)]
+    shapes = {im.shape for r in imgs for im in r if im is not None}
+    if len(shapes) != 1:
+        raise ValueError(f"the images of a table must have one size, got {sorted(shapes)}")
+    (h, w), = shapes
+    zoom = max(1, math.ceil(128 / max(h, w))) if zoom is None else max(1, int(zoom))
+    th, tw = h * zoom, w * zoom
+    dpi, pad = 100, 8
+    # room for the longest label line (about 6 px per character at font size 8)
+    label_w = max(64, 12 + 6 * max((len(ln) for lab in row_labels for ln in str(lab).split("\n")), default=0))
+    top0 = pad + (22 if suptitle else 0)
+    head = 16 + 10 + 18 + 6  # column title, colour bar, its tick labels (and the bar's label), gap
+    fig_w = label_w + ncols * (tw + pad) + pad
+    fig_h = top0 + head + len(imgs) * (th + pad)
+    fig = _figure(1, 1, 1.0)
+    fig.set_size_inches(fig_w / dpi, fig_h / dpi)
+
+    def box(left, top, width, height):  # pixel box (from the top-left corner) -> figure fraction
+        return [left / fig_w, 1 - (top + height) / fig_h, width / fig_w, height / fig_h]
+
+    norms = []
+    for j, col in enumerate(columns):
+        vals = [im for r in imgs for im in (r[j],) if im is not None]
+        lo = float(col["vmin"]) if col.get("vmin") is not None else min((float(v.min()) for v in vals), default=0.0)
+        hi = float(col["vmax"]) if col.get("vmax") is not None else max((float(v.max()) for v in vals), default=1.0)
+        if not hi > lo:
+            hi = lo + 1.0
+        norms.append(Normalize(lo, hi))
+        left = label_w + j * (tw + pad)
+        fig.text((left + tw / 2) / fig_w, 1 - (top0 + 12) / fig_h, col.get("title", ""), fontsize=9, ha="center")
+        cax = fig.add_axes(box(left, top0 + 16, tw, 10))
+        cb = fig.colorbar(ScalarMappable(norms[j], col.get("cmap", "gray")), cax=cax, orientation="horizontal")
+        lo, hi = norms[j].vmin, norms[j].vmax
+        cb.set_ticks([lo, (lo + hi) / 2, hi], labels=[f"{v:.3g}" for v in (lo, (lo + hi) / 2, hi)])
+        cb.ax.tick_params(labelsize=7, length=2, pad=1)
+        ends = cb.ax.get_xticklabels()  # the end labels inside the bar's width: no clash with the next column
+        ends[0].set_horizontalalignment("left")
+        ends[-1].set_horizontalalignment("right")
+        if col.get("label"):
+            cb.set_label(col["label"], fontsize=7, labelpad=1)
+    for i, row in enumerate(imgs):
+        top = top0 + head + i * (th + pad)
+        fig.text(pad / fig_w, 1 - (top + th / 2) / fig_h, row_labels[i], fontsize=8, va="center", ha="left")
+        for j, img in enumerate(row):
+            if img is None:
+                continue
+            ax = fig.add_axes(box(label_w + j * (tw + pad), top, tw, th))
+            ax.imshow(img, cmap=columns[j].get("cmap", "gray"), norm=norms[j], interpolation="nearest", aspect="auto")
+            ax.set_axis_off()
+    if suptitle:
+        fig.text(pad / fig_w, 1 - (pad + 12) / fig_h, suptitle, fontsize=10, va="baseline")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)  # no bbox "tight": it would move the pixel-exact boxes
     return Path(path)

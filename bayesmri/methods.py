@@ -30,7 +30,9 @@ The classical baselines registered here are deterministic (``n_samples`` is igno
 ``zf`` (zero-filled, ``A^H y`` with the coil maps; gridding ``A^H W y`` for non-Cartesian data),
 ``sense`` (CG-SENSE, Tikhonov ``lam``, 30 CG iterations), ``tv`` (isotropic total variation, ADMM, 80 iterations) and ``l1wav`` (l1-wavelet,
 MFISTA, 80 iterations). ``lam`` is relative to ``||A||^2``: for non-Cartesian operators it is
-multiplied by ``||A||^2`` (power iteration; 1 for Cartesian SENSE with normalised maps). Their default weights :data:`DEFAULT_LAMBDAS` maximise the mean magnitude
+multiplied by ``||A||^2`` (power iteration); for Cartesian SENSE by ``g^2`` (``sense``) or ``g`` (``tv``,
+``l1wav``), ``g^2`` the peak of ``sum_c |S_c|^2``: 1 for normalised maps, while explicit maps (``recon --maps
+FILE``, whitened with the data) need not be, and the images keep their scale. Their default weights :data:`DEFAULT_LAMBDAS` maximise the mean magnitude
 PSNR on 4 slices of the built-in ``val`` split (128x128, 8 coils, SNR 30 dB, true coil maps, images
 normalised so that the 95th percentile of the zero-filled RSS magnitude is 1), for both GRO R=4 and
 Poisson R=8 (samples from ``bayesmri.commands.simulate.simulate_builtin("val", 4, pattern, R, 8,
@@ -231,9 +233,11 @@ def zero_filled_method(sample, *, n_samples=1, generator=None, device="cpu", pro
     return _deterministic(sample, device, maps, lambda op, y: zero_filled(op, y), virtual_coils)
 
 
-def _regularised(name: str, recon_name: str, extra_options: frozenset = frozenset()):
+def _regularised(name: str, recon_name: str, extra_options: frozenset = frozenset(), degree: int = 1):
     """A classical method ``name`` calling ``bayesmri.recon.<recon_name>(op, y, lam, max_iter, ...)``
-    with the tuned :data:`DEFAULT_LAMBDAS` / :data:`DEFAULT_ITERS` unless given."""
+    with the tuned :data:`DEFAULT_LAMBDAS` / :data:`DEFAULT_ITERS` unless given. ``degree``: the
+    regulariser's homogeneity (2 for Tikhonov, 1 for TV and l1), which sets how ``lam`` follows the gain
+    of un-normalised coil maps."""
 
     def method(sample, *, n_samples=1, generator=None, device="cpu", progress=False, maps="espirit",
                lam=None, max_iter=None, virtual_coils=None, **options):
@@ -245,10 +249,18 @@ def _regularised(name: str, recon_name: str, extra_options: frozenset = frozense
         fn = getattr(recon, recon_name)
 
         def call(op, y):
-            # lam is relative to ||A||^2 (1 for SENSE with normalised maps; K/N-like for a NUFFT)
+            # lam is relative to ||A||^2 (1 for SENSE with normalised maps; K/N-like for a NUFFT; the peak of
+            # sum_c |S_c|^2 for explicit or prewhitened maps, which are not normalised)
             from .physics.nufft import NonCartesianMRI
 
-            scale = op.compute_norm(n_iter=30, generator=0) if isinstance(op, NonCartesianMRI) else 1.0
+            if isinstance(op, NonCartesianMRI):
+                scale = op.compute_norm(n_iter=30, generator=0)
+            elif getattr(op, "maps", None) is not None:
+                # maps of peak gain g: x' = g x solves the unit-gain problem with lam g^-degree
+                gain2 = float(op.maps.abs().square().sum(-3).amax()) or 1.0
+                scale = gain2 ** (degree / 2)
+            else:
+                scale = 1.0
             return fn(op, y, lam=lam_ * scale, max_iter=it, **options)
 
         return _deterministic(sample, device, maps, call, virtual_coils)
@@ -258,7 +270,7 @@ def _regularised(name: str, recon_name: str, extra_options: frozenset = frozense
 
 
 sense_method = register_method("sense", "CG-SENSE with Tikhonov weight lam (deterministic)")(
-    _regularised("sense", "cg_sense"))
+    _regularised("sense", "cg_sense", degree=2))
 tv_method = register_method("tv", "total-variation regularised least squares (deterministic)")(
     _regularised("tv", "tv_recon"))
 l1wav_method = register_method("l1wav", "l1-wavelet regularised least squares (deterministic)")(

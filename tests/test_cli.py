@@ -107,7 +107,8 @@ def test_demo_tiny_writes_schema_and_tv_beats_zf(tmp_path, capsys):
     for m, per in met.items():
         assert set(per) == {"gro-r4", "poisson-r8"}
         for row in per.values():
-            assert set(row) == SCHEMA_KEYS
+            assert set(row) == SCHEMA_KEYS | {"per_slice"}
+            assert set(row["per_slice"]) == {"psnr", "ssim", "nmse", "cpsnr"} and len(row["per_slice"]["psnr"]) == 1
             assert all(isinstance(row[k], int) for k in ("nfe", "n_slices", "n_samples"))
             assert all(isinstance(row[k], float) and math.isfinite(row[k]) for k in ("psnr", "ssim", "nmse", "cpsnr"))
             assert row["n_slices"] == 1 and row["n_samples"] == 1 and row["time_per_sample_s"] > 0

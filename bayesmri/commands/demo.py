@@ -5,9 +5,10 @@ data) with GRO R=4 and Poisson-disc R=8 masks, runs each method, and writes into
 
 - ``report.html``: self-contained (images inlined), metrics tables, calibration slot, figures,
 - ``metrics.json``: ``{method: {pattern: {...}}}`` (``docs/metrics_schema.md``),
-- ``figures/<pattern>/``: ``ground_truth.png``, ``mask.png``, ``zero_filled.png``,
-  ``comparison.png``, and per method ``<method>_mean.png``, ``<method>_error.png``, plus
-  ``<method>_std.png`` and ``<method>_samples.png`` for methods that draw several samples.
+- ``figures/<pattern>/``: per slice ``slice_<i>.png`` (every method's magnitude, |error|, posterior std and
+  one sample; the report's tabs) and ``mask_<i>.png``; per method ``<method>_mean.png``, ``<method>_error.png``
+  and, for samplers, ``<method>_std.png`` (all slices at full resolution); ``calibration.png``. The |error|
+  and std maps of every method, slice and pattern share one colour scale.
 
 It prints the metrics table (PSNR, SSIM, NMSE, time per sample) and shows a progress bar.
 """
@@ -163,13 +164,17 @@ def run_demo(
     method that raises (for example a learned method whose weights are not installed) is reported
     as skipped, with its error, in the printed output and the report, and the demo goes on; with
     False its error stops the demo.
+
+    Every method is run first; the figures follow, so that the |error| and std maps of all methods,
+    slices and patterns share one colour scale (:func:`_error_scale`).
     """
     from tqdm.auto import tqdm
 
     from .. import __version__, io
     from ..methods import method_info
-    from ..report import ReportFigure, ReportSection, calibration_gain, plot_calibration, write_report
-    from .recon import calibration_numbers, reference_image, resolve_device, run_method, schema_row
+    from ..report import ReportSection, write_report
+    from .recon import (calibration_numbers, evaluate_per_slice, reference_image, resolve_device, run_method,
+                        schema_row)
     from .simulate import simulate_builtin
 
     stream = stream if stream is not None else sys.stdout
@@ -187,8 +192,7 @@ def run_demo(
     t_start = time.perf_counter()
 
     metrics: dict = {m: {} for m in names}
-    sections: list[ReportSection] = []
-    calibration: list[ReportFigure] = []
+    runs = []  # per pattern: (pname, pat, R, samples, target, {method: result})
     bar = tqdm(total=len(patterns) * (len(names) + 1) * int(n_slices), desc="demo", unit="slice",
                disable=not progress, file=sys.stderr)
     tick = lambda: bar.update(1)  # noqa: E731
@@ -202,17 +206,7 @@ def run_demo(
             )
             target = torch.stack([reference_image(s, maps) for s in samples]).cpu()  # (S, H, W) complex
             bar.update(len(samples))
-            fig_dir = stage / "figures" / pname
-            vmax = float(target[0].abs().max())
-            figs = [
-                ReportFigure(io.save_png(fig_dir / "ground_truth.png", target[0], title="ground truth", vmin=0, vmax=vmax), "ground truth"),
-                ReportFigure(io.save_png(fig_dir / "mask.png", _mask_image(samples[0]), title=f"mask {pname}", vmin=0, vmax=1), "sampling mask"),
-            ]
-            zf = run_method("zf", samples, device=dev, maps=maps)
-            figs.append(ReportFigure(
-                io.save_png(fig_dir / "zero_filled.png", zf.mean[0], title="zero-filled", vmin=0, vmax=vmax), "zero-filled"
-            ))
-            method_secs, means, cal_curves = [], [], {}
+            results = {"zf": run_method("zf", samples, device=dev, maps=maps)}
             for m in names:
                 if m in skipped:
                     bar.update(len(samples))
@@ -220,7 +214,7 @@ def run_demo(
                 bar.set_postfix_str(f"{pname}: {m}")
                 info = method_info(m)
                 if m == "zf":
-                    res = zf
+                    res = results["zf"]
                     bar.update(len(samples))
                 else:
                     try:
@@ -234,51 +228,27 @@ def run_demo(
                         tqdm.write(f"demo: skipping method {m!r} ({skipped[m]})", file=sys.stderr)
                         bar.update(len(samples))
                         continue
+                    results[m] = res
                 row = schema_row(res, target)
+                row["per_slice"] = evaluate_per_slice(res.mean.reshape(target.shape), target)
                 if m != "zf" and (cal := calibration_numbers(res, target.abs())):
                     row["calibration"] = cal
                 metrics[m][pname] = row
-                P = row["n_samples"]
-                if m != "zf":  # zero-filled has its own column in the comparison
-                    means.append((m, res.mean[0]))
-                mfigs = [
-                    ReportFigure(io.save_png(fig_dir / f"{m}_mean.png", res.mean[0], title=f"{m} mean", vmin=0, vmax=vmax), f"{m}: mean"),
-                    ReportFigure(io.save_png(
-                        fig_dir / f"{m}_error.png", (res.mean[0].abs() - target[0].abs()).abs(), title=f"{m} |error|",
-                        cmap="inferno", vmin=0, vmax=0.25 * vmax, colorbar=True,
-                    ), f"{m}: error magnitude"),
-                ]
-                if P > 1:
-                    mfigs.append(ReportFigure(io.save_png(
-                        fig_dir / f"{m}_std.png", res.std[0], title=f"{m} std", cmap="magma", colorbar=True, vmin=0
-                    ), f"{m}: posterior std"))
-                    mfigs.append(ReportFigure(io.save_image_grid(
-                        fig_dir / f"{m}_samples.png", [res.samples[i, 0] for i in range(min(P, 4))],
-                        [f"sample {i}" for i in range(min(P, 4))], vmin=0, vmax=vmax,
-                    ), f"{m}: samples"))
-                    cal_curves[m] = calibration_gain(res.samples, target)
-                text = (
-                    f"{info.description}. PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}, "
-                    f"{row['time_per_sample_s']:.3g} s per slice and sample, {P} sample(s)."
-                )
-                method_secs.append(ReportSection(f"{pname} / {m}", mfigs, text=text, level=3))
-            comp = io.save_image_grid(
-                fig_dir / "comparison.png", [target[0], zf.mean[0]] + [x for _, x in means],
-                ["ground truth", "zero-filled"] + [m for m, _ in means], vmin=0, vmax=vmax, ncols=min(len(means) + 2, 6),
-            )
-            figs.insert(0, ReportFigure(comp, f"{pname}: slice 0, all methods on one scale"))
-            sections.append(ReportSection(
-                f"{pname}: {coils} coils, {pat} mask, R={R:g}", figs,
-                text=(f"{len(samples)} built-in test slices of size {target.shape[-2]}x{target.shape[-1]}, "
-                      f"SNR {snr:g} dB, {maps} coil maps; slice 0 shown."),
-            ))
-            sections.extend(method_secs)
-            if cal_curves:
-                calibration.append(ReportFigure(
-                    plot_calibration(fig_dir / "calibration.png", cal_curves, title=pname), f"calibration {pname}"
-                ))
-        bar.close()
+            runs.append((pname, pat, R, samples, target, results))
+        bar.set_postfix_str("figures")
+        shown = [m for m in names if m not in skipped]
         metrics = {m: per for m, per in metrics.items() if m not in skipped}
+        emax = _error_scale(runs)
+        sections, calibration = [], []
+        for pname, pat, R, samples, target, results in runs:
+            sec, cal_fig = _pattern_section(stage / "figures" / pname, pname, pat, R, samples, target, results,
+                                            shown, {m: metrics[m].get(pname) for m in shown}, emax, coils, snr, maps)
+            sections.append(sec)
+            if cal_fig is not None:
+                calibration.append(cal_fig)
+        bar.close()
+        sections.append(ReportSection("Methods", text="", table={
+            m: method_info(m).description for m in shown}))
         if skipped:
             sections.append(ReportSection(
                 "Skipped methods", [],
@@ -293,19 +263,23 @@ def run_demo(
             sections=sections,
             calibration=calibration,
             intro="Reconstructions of simulated multi-coil acquisitions of the built-in test slices "
-                  "(Colin27, a different brain from the training data).",
+                  "(Colin27, a different brain from the training data). Every slice is behind the tabs of each "
+                  "pattern; click an image to enlarge it.",
             meta={
                 "bayesmri": __version__,
-                "methods": ", ".join(m for m in names if m not in skipped),
+                "methods": ", ".join(shown),
                 **({"left out of the default demo": "; ".join(f"{m}: {why}" for m, why in DEMO_EXCLUDED.items())}
                    if methods is None else {}),
                 "skipped": ", ".join(skipped) or "none",
                 "patterns": ", ".join(pattern_name(p, r) for p, r in patterns),
-                "slices": n_slices,
-                "samples (sampling methods)": n_samples,
-                "coils": coils,
-                "SNR [dB]": snr,
-                "coil maps": maps,
+                "slices per pattern": n_slices,
+                "image size": f"{runs[0][4].shape[-2]} x {runs[0][4].shape[-1]}" if runs else "",
+                "samples per slice (sampling methods)": n_samples,
+                "simulated coils": coils,
+                "k-space SNR [dB]": snr,
+                "coil maps given to the methods": MAPS_LABELS[maps],
+                "reference (ground truth)": REFERENCE_LABELS[maps],
+                "|error| and std colour scale": f"0 to {emax:.3g} for every method, slice and pattern",
                 "seed": seed,
                 "device": str(dev),
                 "torch threads": torch.get_num_threads(),
@@ -317,6 +291,98 @@ def run_demo(
         print(f"skipped {m}: {why}", file=stream)
     print(f"wrote {Path(out) / 'report.html'} and metrics.json in {time.perf_counter() - t_start:.1f} s", file=stream)
     return metrics
+
+
+#: What the report says about ``--maps`` and the reference it implies (honest labels: "true" is the
+#: simulation's own maps, which no real acquisition has).
+MAPS_LABELS = {"true": "the simulated (true) coil maps, known exactly: not estimated, as no real scan allows",
+               "espirit": "ESPIRiT maps estimated from each slice's calibration data"}
+REFERENCE_LABELS = {"true": "the simulated noise-free image",
+                    "espirit": "the ESPIRiT coil combination of the simulated noise-free coil images"}
+
+
+def _error_scale(runs) -> float:
+    """One upper limit for every |error| and std map of a demo: the 99th percentile of the |error| of
+    every method but zero-filled (zero-filled, an order worse, would wash the others out), over all
+    patterns and slices; larger values saturate, and the colour bar says so."""
+    vals = []
+    for _, _, _, _, target, results in runs:
+        for m, res in results.items():
+            if m != "zf":
+                vals.append((res.mean.reshape(target.shape).abs() - target.abs()).abs().reshape(-1))
+    if not vals:
+        vals = [(res.mean.reshape(t.shape).abs() - t.abs()).abs().reshape(-1) for *_, t, r in runs for res in r.values()]
+    v = torch.cat(vals).double()
+    return float(torch.quantile(v[:: max(1, v.numel() // 1_000_000)], 0.99)) or 1.0
+
+
+def _pattern_section(fig_dir, pname, pat, R, samples, target, results, shown, rows, emax, coils, snr, maps):
+    """The report section of one pattern (a tab per slice: every method's magnitude, |error|, std and one
+    sample on shared scales, and the mask) and its calibration plot; writes the figures into ``fig_dir``."""
+    from .. import io
+    from ..physics.masks import TWO_D_NOTE
+    from ..report import ReportFigure, ReportSection, calibration_gain, plot_calibration
+    from .recon import n_samples_of
+
+    S = target.shape[0]
+    vmax = float(target.abs().max())
+    order = (["zf"] if "zf" not in shown else []) + shown
+    shape = tuple(target.shape)
+    maps_of = {m: (results[m].mean.reshape(shape), None if results[m].std is None or n_samples_of(results[m]) < 2
+                   else results[m].std.reshape(shape)) for m in order if m in results}
+    err = {m: (mean.abs() - target.abs()).abs() for m, (mean, _) in maps_of.items()}
+    # per method, all slices: the files users open outside the report (same scales as the report)
+    for m, (mean, std) in maps_of.items():
+        idx = [f"slice {s.metadata.get('slice', i)}" for i, s in enumerate(samples)]
+        io.save_image_grid_native(fig_dir / f"{m}_mean.png", list(mean), idx, vmin=0, vmax=vmax, label="magnitude",
+                                  suptitle=f"{pname}: {m}", ncols=min(S, 4))
+        io.save_image_grid_native(fig_dir / f"{m}_error.png", list(err[m]), idx, vmin=0, vmax=emax, cmap="inferno",
+                                  label="|error|", suptitle=f"{pname}: {m} |error|", ncols=min(S, 4))
+        if std is not None:
+            io.save_image_grid_native(fig_dir / f"{m}_std.png", list(std), idx, vmin=0, vmax=emax, cmap="inferno",
+                                      label="posterior std", suptitle=f"{pname}: {m} std", ncols=min(S, 4))
+    columns = [dict(title="magnitude", vmin=0, vmax=vmax),
+               dict(title="|error|", cmap="inferno", vmin=0, vmax=emax, label="one scale: |error| and std"),
+               dict(title="posterior std", cmap="inferno", vmin=0, vmax=emax, label="of the samples (complex)"),
+               dict(title="one sample", vmin=0, vmax=vmax)]
+    tabs = []
+    for i, smp in enumerate(samples):
+        cells, labels = [[target[i], None, None, None]], ["ground truth"]
+        for m, (mean, std) in maps_of.items():
+            res, row = results[m], rows.get(m) or {}
+            one = res.samples[0].reshape(shape)[i] if std is not None else None
+            cells.append([mean[i], err[m][i], None if std is None else std[i], one])
+            psnr = (row.get("per_slice") or {}).get("psnr", [None] * S)[i]
+            flags = (row.get("calibration") or {}).get("flags") or []
+            labels.append("\n".join([m if m != "zf" or "zf" in shown else "zero-filled"]
+                                    + ([f"{psnr:.2f} dB"] if psnr is not None else []) + [f"[{f}]" for f in flags]))
+        sl = smp.metadata.get("slice", i)
+        table = io.save_image_table(fig_dir / f"slice_{i}.png", cells, labels, columns,
+                                    suptitle=f"{pname}, test slice {sl}: PSNR of each method on this slice")
+        mask = io.save_png(fig_dir / f"mask_{i}.png", _mask_image(smp), title=f"mask {pname}", vmin=0, vmax=1)
+        tabs.append((f"slice {sl}", [ReportFigure(table, f"{pname}, slice {sl}: magnitude, |error| beside the "
+                                                         f"posterior std on one scale, one sample"),
+                                     ReportFigure(mask, f"sampling mask of slice {sl}")]))
+    two_d = f" Note: {TWO_D_NOTE}." if pat in ("poisson", "gaussian2d") else ""
+    sec = ReportSection(
+        f"{pname}: {coils} coils, {pat} mask, R={R:g}" + (" (2-D mask: not realisable in 2-D imaging)" if two_d else ""),
+        text=(f"{S} built-in test slices of size {shape[-2]}x{shape[-1]}, SNR {snr:g} dB; {MAPS_LABELS[maps]}; "
+              f"reference: {REFERENCE_LABELS[maps]}. The |error| (of the magnitude of the mean) and the posterior std "
+              f"share one colour scale for every method, slice and pattern (0 to {emax:.3g}): where a sampler is "
+              f"calibrated its std map looks like its error map.{two_d}"),
+        slices=tabs,
+    )
+    curves, flags = {}, {}
+    for m in shown:
+        res = results.get(m)
+        if res is not None and m != "zf" and n_samples_of(res) > 1:
+            curves[m] = calibration_gain(res.samples.abs(), target.abs())
+            flags[m] = ((rows.get(m) or {}).get("calibration") or {}).get("flags") or []
+    cal_fig = None
+    if curves:
+        cal_fig = ReportFigure(plot_calibration(fig_dir / "calibration.png", curves, title=f"{pname} (magnitudes)",
+                                                flags=flags), f"calibration {pname}")
+    return sec, cal_fig
 
 
 def _mask_image(sample) -> torch.Tensor:

@@ -1,4 +1,8 @@
-"""``bayesmri recon``: reconstruct (or sample the posterior of) a fastMRI-layout ``.h5`` file.
+"""``bayesmri recon``: reconstruct (or sample the posterior of) a k-space file.
+
+Inputs (``docs/inputs.md``; :func:`bayesmri.data.inputs.open_volume`): fastMRI-layout ``.h5``, ISMRMRD raw
+data ``.h5`` (prewhitened, readout oversampling removed, one image per slice/contrast/phase/repetition/set)
+and BART ``.cfl``. ``--maps FILE`` gives explicit coil maps (default ESPIRiT; maps of 1 for one coil).
 
 The mask is the file's ``mask`` dataset, else the nonzero k-space; with ``--mask PATTERN`` (a
 retrospective study) a fully sampled file is undersampled on reading by
@@ -12,7 +16,8 @@ cropped as fastMRI crops, which removes readout oversampling; :func:`bayesmri.da
 - ``<method>_mean.nii.gz`` (magnitude stack ``(H, W, S)``, voxel size from the header's FOV),
   ``<method>_mean.png`` (up to 8 slices at full resolution with a colour bar),
 - ``<method>_std.nii.gz`` / ``<method>_std.png`` (colour map and bar) for methods that draw several samples,
-- ``<method>.npz`` (or ``.h5`` with ``--array-format h5``): complex ``mean``, ``std``, ``samples``
+- ``<method>.npz`` (or ``.h5`` with ``--array-format h5``; with ``cfl`` BART pairs ``<method>_mean/_std/_samples``
+  in the input's units): complex ``mean``, ``std``, ``samples``
   (``(P, S, H, W)``, up to ``--keep-samples``), ``nfe``, ``wall_time``, ``slices``, ``voxel_size_mm``,
 - ``metrics.json`` when a reference is known (schema: ``docs/metrics_schema.md``): slice averages,
   per-slice values, calibration numbers of a sampler, mask, geometry, settings and versions.
@@ -28,7 +33,7 @@ import re
 import signal
 import sys
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +60,13 @@ def add_arguments(parser) -> None:
     from ..methods import available_methods
 
     names = available_methods()
-    parser.add_argument("input", type=Path, help="fastMRI-layout .h5 file (e.g. written by `bayesmri simulate`)")
+    parser.add_argument("input", type=Path, nargs="+",
+                        help="k-space file: fastMRI-layout .h5 (e.g. written by `bayesmri "
+                        "simulate`), ISMRMRD raw data .h5 or a BART .cfl/.hdr pair (docs/inputs.md); without --mask "
+                        "the mask is the file's 'mask' dataset (applied to the k-space where the file holds data "
+                        "outside it), the acquired lines (ISMRMRD), else the nonzero k-space; a line 'mask: ...' "
+                        "says which. A folder, a glob or several files reconstruct a dataset into --out "
+                        "(docs/datasets.md)")
     parser.add_argument(
         "--method", default="zf", metavar="NAME",
         help=f"reconstruction method, one of: {', '.join(names)} (default: zf)",
@@ -67,8 +78,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument(
-        "--array-format", choices=("npz", "h5"), default="npz", help="format of the array file (default: npz)"
-    )
+        "--array-format", choices=("npz", "h5", "cfl"), default="npz",
+        help="format of the array file(s): npz, h5, or cfl (BART .cfl/.hdr pairs <method>_mean/_std/_samples) "
+             "(default: npz)")
+    parser.add_argument("--maps", default="espirit", metavar="FILE",
+                        help="coil maps: espirit (estimated from the calibration lines; maps of 1 for single-coil "
+                             "data) or a file of explicit maps: BART .cfl, .npy (C, H, W) or (S, C, H, W), HDF5 "
+                             "FILE.h5[:DATASET] (default: espirit)")
     parser.add_argument("--keep-samples", type=int, default=8,
                         help="samples stored in the array file; only these are held in memory (default: 8)")
     parser.add_argument("--chunk", type=int, default=None, metavar="N",
@@ -147,17 +163,12 @@ def resolve_device(device: str) -> torch.device:
 
 
 def check_input_file(path: Path) -> Path:
-    """Refuse a missing file or one that is not HDF5 before any work starts."""
-    import h5py
+    """Refuse a missing file, or one that is neither HDF5 (fastMRI, ISMRMRD) nor a BART cfl pair, before any
+    work starts (:func:`bayesmri.data.inputs.detect_format`)."""
+    from ..data.inputs import detect_format
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"input file {path} does not exist")
-    if not path.is_file():
-        raise ValueError(f"input {path} is not a file")
-    if not h5py.is_hdf5(path):
-        raise ValueError(f"input {path} is not an HDF5 file (expected the fastMRI .h5 layout)")
-    return path
+    detect_format(path)
+    return Path(path)
 
 
 def _metric_tensors(mean: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -197,9 +208,9 @@ def calibration_numbers(res, reference: torch.Tensor) -> dict | None:
     samples scatter more than their error), the std ratio (RMS error of the mean over the spread an exact
     sampler predicts; 1 calibrated, > 1 over-confident) and the 90 % interval coverage; and per slice
     :func:`bayesmri.metrics.std_error_correlation` of the std map with ``| |mean| - reference |``.
-    Needs at least two kept samples.
+    Needs at least two kept samples. ``flags``: the labels of :func:`bayesmri.calibration.calibration_flags`.
     """
-    from ..calibration import calibration_statistics
+    from ..calibration import calibration_flags, calibration_statistics
     from ..metrics import std_error_correlation
 
     L = int(res.samples.shape[0]) if res.samples is not None else 0
@@ -228,7 +239,9 @@ def calibration_numbers(res, reference: torch.Tensor) -> dict | None:
     valid = [c for c in out["std_error_correlation_per_slice"] if c is not None]
     if valid:
         out["std_error_correlation"] = float(np.mean(valid))
-    return {k: v for k, v in out.items() if not (isinstance(v, float) and not math.isfinite(v))}
+    out = {k: v for k, v in out.items() if not (isinstance(v, float) and not math.isfinite(v))}
+    out["flags"] = [f.label for f in calibration_flags(out)]  # thresholds: calibration.FLAG_THRESHOLDS
+    return out
 
 
 def _accepts(fn, name: str) -> bool:
@@ -251,10 +264,11 @@ def _chunk_seed(seed: int, i: int, c: int) -> int:
 
 def run_method(name: str, samples, *, n_samples: int = 1, seed: int = 0, device="cpu", maps=None,
                progress: bool = False, on_slice=None, options: dict | None = None, chunk: int | None = None,
-               keep: int | None = None):
+               keep: int | None = None, first: int = 0):
     """Run registered method ``name`` on each slice of ``samples`` (a list of ``MRISample``).
 
-    Slice ``i`` gets a generator seeded with ``seed + i``. ``maps`` (``"espirit"``/``"true"``) is
+    Slice ``i`` gets a generator seeded with ``seed + first + i`` (``first``: the position of
+    ``samples[0]`` among a file's slices, for a caller that streams them one at a time). ``maps`` (``"espirit"``/``"true"``) is
     passed to methods that take it. ``on_slice()`` is called after each slice (progress bars).
     ``options`` are extra keyword options for the method (e.g. its ``demo_options``).
 
@@ -340,7 +354,7 @@ def run_method(name: str, samples, *, n_samples: int = 1, seed: int = 0, device=
         return res
 
     try:
-        for i, sample in enumerate(samples):
+        for i, sample in enumerate(samples, start=int(first)):
             run_slice(i, sample)
             if on_slice is not None:
                 on_slice()
@@ -417,6 +431,8 @@ class H5Input:
     mask_info : JSON-friendly description of the mask (``source``: ``option`` / ``file`` / ``kspace``).
     reference_source : where ``reference`` came from (None without one).
     fully_sampled : the file's k-space was fully sampled (before any ``--mask``).
+    info : :func:`input_info`: format, maps, and for ISMRMRD/cfl the reader's summary, noise handling and
+        per-image labels.
     """
 
     samples: list
@@ -427,23 +443,34 @@ class H5Input:
     mask_info: dict
     reference_source: str | None
     fully_sampled: bool
+    info: dict = field(default_factory=dict)
 
     def mask_line(self) -> str:
         """One line saying where the mask came from (printed by ``recon``)."""
+        from ..physics.masks import TWO_D_NOTE
+
         m = self.mask_info
         R = f"R={m['acceleration']:.3g}"
         if m["source"] == "option":
             acs = m.get("num_acs")
             acs = "x".join(map(str, acs)) if isinstance(acs, (list, tuple)) else acs
             seed = "GRO frame 0" if m.get("seed") is None else f"seed {m['seed']}"
-            return (f"mask: --mask {m['pattern']} {R} ({acs} ACS, {seed}) applied to the fully sampled k-space; "
+            line = (f"mask: --mask {m['pattern']} {R} ({acs} ACS, {seed}) applied to the fully sampled k-space; "
                     f"reference: {self.reference_source}")
-        if m["source"] == "file":
-            return f"mask: the file's 'mask' dataset, {R}"
-        if m["source"] == "file+kspace":
-            return f"mask: the file's 'mask' dataset, the nonzero k-space where they disagree, {R}"
-        full = " (fully sampled)" if self.fully_sampled else ""
-        return f"mask: the nonzero k-space of each slice, {R}{full}"
+        elif m["source"] == "file":
+            line = f"mask: the file's 'mask' dataset, {R}"
+        elif m["source"] == "file-applied":
+            line = (f"mask: the file's 'mask' dataset, {R}, applied to the k-space (the file holds data outside "
+                    f"it: a retrospective study); reference: {self.reference_source}")
+        elif m["source"] == "file+kspace":
+            line = f"mask: the file's 'mask' dataset, the nonzero k-space where they disagree, {R}"
+        elif m["source"] == "acquired":
+            line = f"mask: the acquired lines of each image, {R}{' (fully sampled)' if self.fully_sampled else ''}"
+        else:
+            line = f"mask: the nonzero k-space of each slice, {R}{' (fully sampled)' if self.fully_sampled else ''}"
+        if m.get("dims") == 2:
+            line += f"; note: {TWO_D_NOTE}"
+        return line
 
 
 def parse_slices(spec: str | None, n: int, fname="") -> list[int]:
@@ -479,8 +506,27 @@ def load_h5_samples(path: Path):
     return d.samples, d.reference, d.pattern
 
 
-def load_h5(path: Path, *, slices: list[int] | None = None, mask: RetrospectiveMask | None = None) -> H5Input:
-    """Read a fastMRI-layout file into per-slice ``MRISample`` s.
+def input_info(vol, idx: list[int], maps=None) -> dict:
+    """JSON description of an input volume for ``metrics.json`` settings and the printed line."""
+    info = {"format": getattr(vol, "format", "fastmri"), "maps": "espirit" if maps in (None, "espirit") else str(maps)}
+    for key in ("summary", "noise", "labels", "num_acs"):
+        v = getattr(vol, key, None)
+        if v:
+            info[key] = [v[i] for i in idx] if key in ("labels", "num_acs") else v
+    extra = getattr(vol, "extra_dims", None)
+    if extra is not None and list(idx) == list(range(vol.num_slices)):
+        info["bart_dims"] = [int(d) for d in extra]  # cfl outputs restore the input's dims
+    return info
+
+
+def load_h5(path: Path, *, slices: list[int] | None = None, mask: RetrospectiveMask | None = None,
+            maps: str | None = None) -> H5Input:
+    """Read an input file (fastMRI ``.h5``, ISMRMRD ``.h5`` or BART ``.cfl``) into per-slice ``MRISample`` s.
+
+    The format is detected by :func:`bayesmri.data.inputs.open_volume` (ISMRMRD: prewhitened, readout
+    oversampling removed, one image per slice/repetition/...; ``docs/inputs.md``). ``maps``: ``None`` or
+    ``"espirit"`` (ESPIRiT on first use; a single coil gets maps of 1), or a file of explicit coil maps
+    (:func:`bayesmri.data.inputs.read_coil_maps`; whitened like the data).
 
     Without ``mask`` the mask is the file's ``mask`` dataset when present and consistent, else the
     sampled locations of each slice (nonzero k-space). With ``mask`` (a retrospective study) the file
@@ -502,12 +548,15 @@ def load_h5(path: Path, *, slices: list[int] | None = None, mask: RetrospectiveM
     import h5py
 
     from ..data import MRISample
-    from ..data.fastmri import center_crop as crop_to, image_geometry, max_slice_bytes, read_fastmri_h5
+    from ..data.fastmri import FastMRIVolume, center_crop as crop_to, image_geometry, max_slice_bytes
     from ..physics.coils import rss
     from ..physics.fft import ifft2c
     from ..physics.masks import acceleration_of, apply_mask, make_mask
 
-    vol = read_fastmri_h5(path)  # validates layout; one-line ValueError naming the file
+    from ..data.inputs import maps_tensor, open_volume, read_coil_maps
+
+    vol = open_volume(path)  # fastMRI, ISMRMRD or BART cfl; validates; one-line ValueError naming the file
+    H0, W0 = vol.shape[-2:]
     idx = parse_slices(None, vol.num_slices) if slices is None else list(slices)
     if any(not 0 <= i < vol.num_slices for i in idx):
         raise ValueError(f"--slices: {path} has {vol.num_slices} slice(s)")
@@ -516,10 +565,17 @@ def load_h5(path: Path, *, slices: list[int] | None = None, mask: RetrospectiveM
     if need > 2 * max_slice_bytes():
         raise ValueError(f"{path}: {len(idx)} slices of {' x '.join(map(str, vol.shape[1:]))} need about "
                          f"{need / 2**30:.3g} GiB, more than half of this machine's memory")
-    with h5py.File(path, "r") as f:
-        file_mask = np.asarray(f["mask"][()]) if "mask" in f else None
+    file_mask = None
+    if isinstance(vol, FastMRIVolume):
+        with h5py.File(path, "r") as f:
+            file_mask = np.asarray(f["mask"][()]) if "mask" in f else None
     attrs = vol.attrs
     geometry = image_geometry(vol.header, vol.shape)
+    if getattr(vol, "orientation", None):
+        geometry = replace(geometry, orientation=[vol.orientation[i] for i in idx])
+    file_maps = None
+    if maps not in (None, "espirit"):
+        file_maps = read_coil_maps(maps, vol.shape[-3] if vol.multicoil else 1, (H0, W0), vol.num_slices)
     H, W = vol.shape[-2:]
     # 2-D masks: the stored calibration block (the greedy search for the largest fully sampled
     # region can lock onto a thin strip of a Poisson pattern). 1-D masks: up to 24 x (central run).
@@ -569,6 +625,9 @@ def load_h5(path: Path, *, slices: list[int] | None = None, mask: RetrospectiveM
         if not bool(sampled.any()):
             raise ValueError(f"{path}: slice {i} has no sampled k-space (all zeros)")
         derived = sampled[0].to(torch.float32) if bool((sampled == sampled[:1]).all()) else sampled.to(torch.float32)
+        acquired = vol.read_mask(i) if hasattr(vol, "read_mask") else None
+        if acquired is not None:
+            derived = acquired  # the acquired lines (ISMRMRD), exact even where the data are 0
         R_file = acceleration_of(derived, (H, W))
         slice_full = R_file < FULLY_SAMPLED_R and (file_mask is None or bool((np.asarray(file_mask) != 0).all()))
         fully = fully and slice_full
@@ -585,19 +644,29 @@ def load_h5(path: Path, *, slices: list[int] | None = None, mask: RetrospectiveM
         else:
             m = derived
             if file_mask is not None:
-                m, problem = _check_file_mask(file_mask, sampled, derived)
+                m, problem, holds_more = _check_file_mask(file_mask, sampled, derived)
                 if problem:
                     mask_problems.append((i, problem))
-                sources.add("kspace" if problem else "file")
+                if holds_more:
+                    # a mask stored beside fuller k-space: a retrospective study, undersampled here exactly
+                    # as --mask would (normalisation and ESPIRiT then see only the masked data)
+                    k_full = k
+                    k = apply_mask(k, m)
+                sources.add("kspace" if problem else "file-applied" if holds_more else "file")
             else:
-                sources.add("kspace")
+                sources.add("kspace" if acquired is None else "acquired")
             Rs.append(acceleration_of(m, (H, W)))
         scale, k = _normalise(k)
         acs = acs2d if (m.ndim == 2 and acs2d is not None and len(acs2d) == 2) else None
+        calib = vol.read_calibration(i) if hasattr(vol, "read_calibration") else None
+        noise_std = getattr(vol, "noise_std", None)  # known after prewhitening (ISMRMRD noise scans)
         smp = MRISample(kspace=k, img_shape=(H, W), mask=m, scale=scale, num_acs=acs,
+                        noise_sigma=noise_std / scale if noise_std else 0.0,
+                        calib_kspace=None if calib is None else calib / scale,
                         metadata={"fname": Path(path).name, "slice": i})
-        if k.shape[0] == 1:  # single-coil file: the coil map is 1 (ESPIRiT needs two coils)
-            smp._maps_espirit = torch.ones(1, H, W, dtype=torch.complex64)
+        if file_maps is not None:  # explicit maps, whitened like the data
+            smp._maps_espirit = maps_tensor(file_maps, i, getattr(vol, "whitening", None))
+            smp.maps_source = "file"
         samples.append(smp)
         ref = vol.read_target(i)
         if ref is None and k_full is not None:
@@ -633,26 +702,46 @@ def load_h5(path: Path, *, slices: list[int] | None = None, mask: RetrospectiveM
     if retro is not None:
         pattern = pattern_name(mask.pattern, round(float(mask.acceleration), 2))
     else:
-        source = "file+kspace" if len(sources) > 1 else sources.pop()
-        mask_info = {"source": source, "acceleration": float(np.mean(Rs))}
-        pattern = attrs.get("bayesmri_pattern")
-        R = attrs.get("bayesmri_acceleration")
-        if pattern is not None and R is not None and not fully:
-            pattern = pattern_name(str(pattern), round(float(R), 2))
-        else:
-            pattern = "full-r1" if fully else None
-    return H5Input(samples, reference, pattern or "input", idx, geometry, mask_info,
-                   ref_source if reference is not None else None, fully)
+        source = sources.pop() if len(sources) == 1 else "file+kspace" if "kspace" in sources else "file-applied"
+        R_measured = float(np.mean(Rs))
+        mask_info = {"source": source, "acceleration": R_measured}
+        pattern = _pattern_key(attrs, R_measured, fully)
+    # 1-D: phase-encode lines (realisable in 2-D imaging); 2-D: a pattern over both axes of the slice
+    mask_info["dims"] = 1 if all(s.mask.ndim == 1 or bool((s.mask == s.mask[:1]).all()) for s in samples) else 2
+    return H5Input(samples, reference, pattern, idx, geometry, mask_info,
+                   ref_source if reference is not None else None, fully, input_info(vol, idx, maps))
+
+
+def _pattern_key(attrs, R_measured: float, fully: bool) -> str:
+    """The ``metrics.json`` pattern key of a file read as it is: ``full-r1`` for fully sampled k-space, the
+    simulator's ``bayesmri_pattern``/``bayesmri_acceleration`` attributes where they agree with the measured
+    acceleration (within 10 %), else ``input-r<R>`` with the measured R (a fastMRI file, or attributes that
+    no longer describe the data, e.g. a fully sampled simulation undersampled by hand)."""
+    from .demo import pattern_name
+
+    if fully:
+        return "full-r1"
+    pattern, R = attrs.get("bayesmri_pattern"), attrs.get("bayesmri_acceleration")
+    try:
+        R = float(R) if R is not None else None
+    except (TypeError, ValueError):
+        R = None
+    if pattern is not None and R is not None and abs(R - R_measured) <= 0.1 * R_measured:
+        return pattern_name(str(pattern), round(R, 2))
+    return pattern_name("input", round(R_measured, 2))
 
 
 def _check_file_mask(file_mask: np.ndarray, sampled: torch.Tensor, derived: torch.Tensor):
-    """``(mask, problem)``: the file's ``mask`` dataset if it agrees with the nonzero k-space, else
-    ``(derived, description)``.
+    """``(mask, problem, holds_more)``: the file's ``mask`` dataset if it agrees with the nonzero k-space,
+    else ``(derived, description, False)``.
 
     A mask that marks unsampled locations as measured makes the likelihood pull them to zero (CG-SENSE
-    lost 6 dB in a probe); one that omits measured locations throws data away. Either way the data
-    decide and the caller warns. Measured-but-zero locations (the zero padding of fastMRI k-space)
-    are allowed up to 1/8 of the mask.
+    lost 6 dB in a probe): the data decide and the caller warns. Measured-but-zero locations (the zero
+    padding of fastMRI k-space) are allowed up to 1/8 of the mask. A mask whose every location holds data
+    but which leaves measured locations out (``holds_more``: a mask added to fully sampled k-space) is a
+    retrospective mask: the caller applies it to the k-space, so the result equals that of the same data
+    zeroed off the mask (before, the unmasked k-space reached the normalisation and the ESPIRiT
+    calibration: SENSE 30.43 vs 31.07 dB in issue 24).
     """
     from ..physics.masks import acceleration_of
 
@@ -660,15 +749,16 @@ def _check_file_mask(file_mask: np.ndarray, sampled: torch.Tensor, derived: torc
     fm = np.asarray(file_mask)
     kind = f"derived mask R={acceleration_of(derived, (H, W)):.2f}, {'1-D' if derived.ndim == 1 else '2-D'}"
     if fm.shape not in ((W,), (H, W)) or fm.dtype.kind not in "biuf":
-        return derived, f"mask of shape {fm.shape} and dtype {fm.dtype}, expected ({W},) or ({H}, {W}); {kind}"
-    m = torch.from_numpy(fm.astype(np.float32))
+        return (derived, f"mask of shape {fm.shape} and dtype {fm.dtype}, expected ({W},) or ({H}, {W}); {kind}",
+                False)
+    m = (torch.from_numpy(fm.astype(np.float32)) != 0).to(torch.float32)
     m2 = (m.reshape(1, W) if m.ndim == 1 else m).expand(H, W) > 0
     data_off_mask = int((sampled & ~m2).sum())
     mask_no_data = int((m2 & ~sampled).sum())
-    if data_off_mask == 0 and mask_no_data <= int(m2.sum()) // 8:
-        return m, None
+    if mask_no_data <= int(m2.sum()) // 8 and int(m2.sum()) > 0:
+        return m, None, data_off_mask > 0
     return derived, (f"{data_off_mask} measured points outside the file mask, {mask_no_data} of its points "
-                     f"without data, file mask R={acceleration_of(m, (H, W)):.2f}; {kind}")
+                     f"without data, file mask R={acceleration_of(m, (H, W)):.2f}; {kind}"), False
 
 
 def _normalise(k: torch.Tensor) -> tuple[float, torch.Tensor]:
@@ -689,15 +779,26 @@ def _normalise(k: torch.Tensor) -> tuple[float, torch.Tensor]:
     return peak * rel, (kd / rel).to(torch.complex64)
 
 
+#: Upper end of the std PNG's colour scale, in the units ``recon`` writes (each slice divided by the 95th
+#: percentile of its zero-filled magnitude): one scale for every method and run on any data, so std PNGs
+#: can be compared side by side (measured std maps: 0.005 collapsed cINN to 0.18 annealed ULA); larger
+#: values saturate, and the NIfTI keeps them.
+STD_PNG_VMAX = 0.2
+
+
 def write_result(stage: Path, name: str, res, *, array_format: str = "npz", keep_samples: int = 8,
-                 voxel_size=(1, 1, 1), slices=None, std_vmax: float | None = None):
+                 voxel_size=(1, 1, 1), slices=None, std_vmax: float | None = STD_PNG_VMAX, bart_dims=None,
+                 scales=None):
     """Write the image files of one method's result into ``stage``; return the written paths.
 
     NIfTI stacks carry ``voxel_size`` (mm, from the file's header: :func:`bayesmri.data.fastmri.image_geometry`).
     PNGs show up to 8 slices at full resolution with a colour bar; ``slices`` are their indices in the
-    input file (titles). The std PNG uses a colour map on the range ``[0, std_vmax]``: a caller that
-    writes several methods passes one ``std_vmax`` so that their std maps can be compared (default:
-    the largest std of this result).
+    input file (titles). The std PNG uses a colour map on the range ``[0, std_vmax]``, by default
+    :data:`STD_PNG_VMAX` for every method, so that std maps of different methods and runs can be compared
+    (None: the largest std of this result). ``array_format="cfl"`` writes BART pairs ``<name>_mean``, ``_std``,
+    ``_samples`` (:func:`bayesmri.bart.stack_to_bart`; ``bart_dims``: the extra dims of a BART input) in the
+    units of the input k-space: each slice times its normalisation ``scales[i]`` (``MRISample.scale``), so that
+    they compare with BART's own results on the same data (the other files keep the normalised units).
     """
     from .. import io
 
@@ -712,8 +813,9 @@ def write_result(stage: Path, name: str, res, *, array_format: str = "npz", keep
     if std is not None and n_samples_of(res) > 1:
         files.append(io.save_nifti(stage / f"{name}_std.nii.gz", std, voxel_size=voxel_size))
         files.append(_save_stack_png(stage / f"{name}_std.png", std,
-                                     f"{name}: posterior std of {n_samples_of(res)} samples", idx, cmap="magma",
-                                     vmax=std_vmax, label="std"))
+                                     f"{name}: posterior std of {n_samples_of(res)} samples"
+                                     + (" (one scale for every method)" if std_vmax is not None else ""), idx,
+                                     cmap="magma", vmax=std_vmax, label="std"))
     arrays = {
         "mean": mean,
         "std": std,
@@ -723,7 +825,16 @@ def write_result(stage: Path, name: str, res, *, array_format: str = "npz", keep
         "slices": np.asarray(idx, dtype=np.int64),
         "voxel_size_mm": np.asarray(voxel_size, dtype=np.float64),
     }
-    if array_format == "h5":
+    if array_format == "cfl":
+        from ..bart import stack_to_bart, writecfl
+
+        sc = np.ones(mean.shape[0]) if scales is None else np.asarray(scales, dtype=np.float64)[: mean.shape[0]]
+        for key, smp in (("mean", False), ("std", False), ("samples", True)):
+            if arrays[key] is not None and arrays[key].numel():
+                a = io.to_numpy(arrays[key]) * sc.reshape(-1, 1, 1)  # raw units of the input
+                writecfl(stage / f"{name}_{key}", stack_to_bart(a, bart_dims, samples=smp))
+                files += [stage / f"{name}_{key}.cfl", stage / f"{name}_{key}.hdr"]
+    elif array_format == "h5":
         files.append(io.save_h5(stage / f"{name}.h5", arrays, {"method": name}))
     else:
         files.append(io.save_npz(stage / f"{name}.npz", **arrays))
@@ -776,6 +887,8 @@ def metrics_row(res, reference: torch.Tensor, data: H5Input | None = None, setti
         row["reference"] = data.reference_source
         g = data.geometry
         row["geometry"] = {"matrix": list(g.matrix), "voxel_mm": list(g.voxel_mm), "source": g.source}
+        if getattr(g, "orientation", None):
+            row["geometry"]["orientation"] = g.orientation
     if settings is not None:
         row["settings"] = settings
     row["versions"] = {"bayesmri": __version__, "torch": torch.__version__, "python": platform.python_version()}
@@ -786,7 +899,7 @@ def metrics_row(res, reference: torch.Tensor, data: H5Input | None = None, setti
 def method_files(name: str) -> list[str]:
     """Every file name :func:`write_result` can write for method ``name`` (stale ones are removed)."""
     return [f"{name}_mean.nii.gz", f"{name}_mean.png", f"{name}_std.nii.gz", f"{name}_std.png",
-            f"{name}.npz", f"{name}.h5"]
+            f"{name}.npz", f"{name}.h5"] + [f"{name}_{a}.{e}" for a in ("mean", "std", "samples") for e in ("cfl", "hdr")]
 
 
 def check_threads(threads: int) -> int:
@@ -889,7 +1002,13 @@ def run(args) -> int:
     if args.slices is not None:
         parse_slices(args.slices, 10**9)  # the syntax here; the range once the file is open
     device = resolve_device(args.device)
-    path = check_input_file(args.input)
+    from .recon_dataset import is_dataset_input, run_dataset
+
+    if is_dataset_input(args.input):  # a folder, a glob or several files (docs/datasets.md)
+        path = None
+    else:
+        args.input = args.input[0] if isinstance(args.input, list) else args.input
+        path = check_input_file(args.input)
     if getattr(args, "weights", None) is not None:
         from ..priors.loading import resolve_weights
 
@@ -899,7 +1018,7 @@ def run(args) -> int:
     previous = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
-        return _run(args, path, device)
+        return _run(args, path, device) if path is not None else run_dataset(args, device)
     finally:
         torch.set_num_threads(previous)
 
@@ -909,9 +1028,9 @@ def _settings(args, path: Path, data: H5Input) -> dict:
     return {"input": str(path), "method": args.method, "samples": int(args.samples), "seed": int(args.seed),
             "keep_samples": int(args.keep_samples), "chunk": args.chunk,
             "weights": None if getattr(args, "weights", None) is None else str(args.weights),
-            "maps": "espirit", "device": str(args.device), "threads": int(args.threads), "slices": list(data.slices),
+            "maps": getattr(args, "maps", None) or "espirit", "device": str(args.device), "threads": int(args.threads), "slices": list(data.slices),
             "mask": args.mask, "acceleration": args.acceleration, "acs": args.acs, "mask_seed": args.mask_seed,
-            "virtual_coils": getattr(args, "virtual_coils", None)}
+            "virtual_coils": getattr(args, "virtual_coils", None), "input_info": data.info}
 
 
 def write_partial(out: Path, args, res, data: H5Input, *, n_slices: int, settings: dict | None = None) -> str:
@@ -927,7 +1046,8 @@ def write_partial(out: Path, args, res, data: H5Input, *, n_slices: int, setting
     res = to_recon_grid(res, data.geometry.matrix)
     with io.atomic_dir(out, replace=method_files(name), merge_json=["metrics.json"]) as stage:
         write_result(stage, name, res, array_format=args.array_format, keep_samples=args.keep_samples,
-                     voxel_size=data.geometry.voxel_mm, slices=data.slices[:k])
+                     voxel_size=data.geometry.voxel_mm, slices=data.slices[:k], bart_dims=data.info.get("bart_dims"),
+                     scales=[s.scale for s in data.samples[:k]])
         row = None
         if data.reference is not None:
             row = metrics_row(res, data.reference[:k], data, settings)
@@ -943,10 +1063,10 @@ def _run(args, path: Path, device) -> int:
     out = args.out if args.out is not None else path.with_name(f"{path.stem}_{args.method}")
     slices = None
     if args.slices is not None:
-        from ..data.fastmri import read_fastmri_h5
+        from ..data.inputs import open_volume
 
-        slices = parse_slices(args.slices, read_fastmri_h5(path).num_slices, path)
-    data = load_h5(path, slices=slices, mask=_retrospective_mask(args))
+        slices = parse_slices(args.slices, open_volume(path).num_slices, path)
+    data = load_h5(path, slices=slices, mask=_retrospective_mask(args), maps=getattr(args, "maps", None))
     samples, reference, pattern = data.samples, data.reference, data.pattern
     try:  # before the coil maps: every method then sees (and estimates maps from) the virtual coils
         samples, compression = compress_samples(samples, getattr(args, "virtual_coils", None))
@@ -957,6 +1077,8 @@ def _run(args, path: Path, device) -> int:
     if data.fully_sampled and args.mask is None:
         warnings.warn(f"{path}: the k-space is fully sampled, so this runs at R=1; for a retrospective study "
                       "undersample it with --mask PATTERN --acceleration R", stacklevel=2)
+    if data.info.get("summary"):
+        print(f"input: {data.info['summary']}")
     print(data.mask_line())
     P = int(args.samples) if method_info(args.method).stochastic else 1
     if reference is not None and (reference.shape[-2] > H or reference.shape[-1] > W):
@@ -1001,7 +1123,8 @@ def _run(args, path: Path, device) -> int:
                 settings["size_policy"] = res.diagnostics["size_policy"]
             res = to_recon_grid(res, geo.matrix)
             write_result(stage, args.method, res, array_format=args.array_format, keep_samples=args.keep_samples,
-                         voxel_size=geo.voxel_mm, slices=data.slices)
+                         voxel_size=geo.voxel_mm, slices=data.slices, bart_dims=data.info.get("bart_dims"),
+                         scales=[s.scale for s in samples])
             if reference is not None:
                 row = metrics_row(res, reference, data, settings)
                 io.save_json(stage / "metrics.json", {args.method: {pattern: row}, f"{args.method}.partial": None})

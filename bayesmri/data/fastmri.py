@@ -98,7 +98,10 @@ def parse_ismrmrd_header(xml, fname: str = "<header>") -> dict:
     Returns
     -------
     dict with ``encoded_matrix (x, y, z)``, ``recon_matrix (x, y, z)``, ``encoded_fov_mm``,
-    ``recon_fov_mm`` (tuples of float) and ``enc_limits_center``, ``enc_limits_max`` (int or None).
+    ``recon_fov_mm`` (tuples of float) and ``enc_limits_center``, ``enc_limits_max`` (int or None); the
+    raw-data fields of the first encoding (None where absent): ``trajectory``, ``calibration_mode``,
+    ``acceleration_pe1``, ``acceleration_pe2``, ``receiver_noise_bandwidth``
+    (``relativeReceiverNoiseBandwidth``), ``receiver_channels``, and ``n_encodings``.
 
     Raises
     ------
@@ -142,6 +145,26 @@ def parse_ismrmrd_header(xml, fname: str = "<header>") -> dict:
         except ValueError:
             raise ValueError(f"{fname}: ismrmrd_header kspace_encoding_step_1/{tag} is not an integer: "
                              f"{node.text[:40]!r}") from None
+
+    def text(path):
+        node = root.find("./" + "/".join(ns + part for part in path.split("/")))
+        return node.text.strip() if node is not None and node.text and node.text.strip() else None
+
+    def number(path, conv):
+        t = text(path)
+        try:
+            return conv(t) if t is not None else None
+        except ValueError:
+            raise ValueError(f"{fname}: ismrmrd_header {path} is not a number: {t[:40]!r}") from None
+
+    # Raw-data fields (ISMRMRD files from scanner converters; absent from fastMRI headers)
+    out["n_encodings"] = len(root.findall(f"./{ns}encoding"))
+    out["trajectory"] = text("encoding/trajectory")
+    out["calibration_mode"] = text("encoding/parallelImaging/calibrationMode")
+    out["acceleration_pe1"] = number("encoding/parallelImaging/accelerationFactor/kspace_encoding_step_1", int)
+    out["acceleration_pe2"] = number("encoding/parallelImaging/accelerationFactor/kspace_encoding_step_2", int)
+    out["receiver_noise_bandwidth"] = number("acquisitionSystemInformation/relativeReceiverNoiseBandwidth", float)
+    out["receiver_channels"] = number("acquisitionSystemInformation/receiverChannels", int)
     return out
 
 
@@ -154,11 +177,14 @@ class ImageGeometry:
     matrix : ``(h, w)``: image size after the crop to the recon matrix (readout oversampling removed).
     voxel_mm : ``(x, y, z)``: voxel size in mm along the readout (H), phase-encoding (W) and slice axes.
     source : where ``voxel_mm`` came from: ``"reconSpace"``, ``"encodedSpace"`` or ``"default"`` (1 mm).
+    orientation : per slice ``position`` (mm) and ``read_dir``/``phase_dir``/``slice_dir`` cosines in the
+        ISMRMRD patient coordinate system (ISMRMRD raw data), or None.
     """
 
     matrix: tuple
     voxel_mm: tuple
     source: str
+    orientation: list | None = None
 
     @property
     def affine(self) -> np.ndarray:
@@ -253,6 +279,16 @@ def _short(e: BaseException) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
+def open_h5(fname: str):
+    """``h5py.File(fname, "r")``, or a one-line ``ValueError`` naming a missing or unreadable file."""
+    if not os.path.isfile(fname):
+        raise ValueError(f"{fname}: no such file")
+    try:
+        return _h5py().File(fname, "r")
+    except OSError as e:
+        raise ValueError(f"{fname}: not a readable HDF5 file (truncated or wrong format: {_short(e)})") from None
+
+
 def read_fastmri_h5(fname) -> FastMRIVolume:
     """Open and validate a fastMRI file; returns a :class:`FastMRIVolume` (no k-space loaded).
 
@@ -263,13 +299,8 @@ def read_fastmri_h5(fname) -> FastMRIVolume:
         dtype, missing or malformed ``ismrmrd_header``.
     """
     fname = os.fspath(fname)
-    if not os.path.isfile(fname):
-        raise ValueError(f"{fname}: no such file")
     h5py = _h5py()
-    try:
-        f = h5py.File(fname, "r")
-    except OSError as e:
-        raise ValueError(f"{fname}: not a readable HDF5 file (truncated or wrong format: {_short(e)})") from None
+    f = open_h5(fname)
     try:
         with f:
             if "kspace" not in f:

@@ -84,9 +84,13 @@ class MRISample:
     metadata : dict: ``split``, ``slice`` (index), ``source``, ``slice_index``, ``pattern``,
         ``acceleration`` (measured), ``snr_db``, ``seed``, ``fname``...
     espirit_options : dict: keyword arguments for :func:`bayesmri.physics.espirit.espirit_maps`.
+    calib_kspace : Tensor ``(C, H, W)`` or None: k-space to estimate the ESPIRiT maps from instead of
+        ``kspace`` (an ISMRMRD file's separate reference lines, or the average of interleaved frames).
+    maps_source : str: where :attr:`maps_espirit` comes from: ``"espirit"`` (estimated), ``"ones"``
+        (single coil) or ``"file"`` (explicit maps given at construction, e.g. ``recon --maps FILE``).
 
-    ESPIRiT maps are computed lazily from ``kspace`` on first access of :attr:`maps_espirit` (or given
-    at construction) and cached.
+    ESPIRiT maps are computed lazily from ``kspace`` (or ``calib_kspace``) on first access of
+    :attr:`maps_espirit` (or given at construction: ``maps_source`` says so) and cached.
     """
 
     kspace: torch.Tensor
@@ -102,6 +106,8 @@ class MRISample:
     num_acs: Any = None
     metadata: dict = field(default_factory=dict)
     espirit_options: dict = field(default_factory=dict)
+    calib_kspace: torch.Tensor | None = None
+    maps_source: str = "espirit"
     _maps_espirit: torch.Tensor | None = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -131,6 +137,10 @@ class MRISample:
         ``a`` ACS lines). ``espirit_options`` override it. Non-Cartesian: on the Cartesian k-space of the gridded coil images (``fft2c`` of the
         density-compensated adjoint), whose centre is densely sampled.
         """
+        if self._maps_espirit is None and self.ncoils == 1:
+            # one coil: its map is 1 (ESPIRiT needs two coils; every single-coil method assumes S = 1)
+            self._maps_espirit = torch.ones(1, *self.img_shape, dtype=torch.complex64, device=self.kspace.device)
+            self.maps_source = "ones"
         if self._maps_espirit is None:
             from ..physics.espirit import espirit_maps
             from ..physics.fft import fft2c
@@ -146,7 +156,7 @@ class MRISample:
                 else:
                     opts["num_acs"] = a
             if self.is_cartesian:
-                k = self.kspace
+                k = self.kspace if self.calib_kspace is None else self.calib_kspace
             else:
                 from ..physics.nufft import NonCartesianMRI
 
@@ -239,9 +249,9 @@ class MRISample:
             "energy": kw.get("energy"), "energy_kept": float(kc.abs().double().pow(2).sum()) / total if total else 1.0,
             "calib": "all sampled points" if calib is None else calib if isinstance(calib, int) else list(calib)}
         out = dataclasses.replace(self, kspace=kc, coil_images=comp(self.coil_images), maps_true=comp(self.maps_true),
-                                  metadata=md, _maps_espirit=None)
-        if out.ncoils == 1 and self.ncoils == 1 and self._maps_espirit is not None:
-            out._maps_espirit = comp(self._maps_espirit)  # ESPIRiT needs two coils: keep the given map
+                                  calib_kspace=comp(self.calib_kspace), metadata=md, _maps_espirit=None)
+        if self.maps_source != "espirit" and self._maps_espirit is not None:
+            out._maps_espirit = comp(self._maps_espirit)  # given maps (a file's, or 1 for one coil): U^H S
         cache[key] = out
         return out
 

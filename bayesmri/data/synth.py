@@ -84,11 +84,17 @@ class BrainSliceSynthesizer:
         Final random intensity factor (log-uniform), for the uncertainty of the normalisation.
     contrasts : sequence of str
         Drawn uniformly from ``template``, ``t1``, ``t2``, ``pd``.
+    positions : bool
+        Also return each crop's pixel coordinates in the frame of a field of view centred on the head
+        (size drawn from ``fov_mm``), normalised so that field of view spans ``[-1, 1]`` in the crop's own
+        axes (the patch position input of PaDIS; :func:`bayesmri.priors.score_unet.image_coordinates` is the
+        same convention for a whole image).
     """
 
     def __init__(self, split: str = "train", crop: int = 64, pixel_mm=(0.6, 1.5), fov_mm=(200.0, 256.0),
                  skull_prob: float = 0.5, max_rotation_deg: float = 15.0, elastic_mm: float = 2.0,
-                 bias: float = 0.3, intensity=(0.85, 1.2), contrasts=("template", "t1", "t2", "pd")):
+                 bias: float = 0.3, intensity=(0.85, 1.2), contrasts=("template", "t1", "t2", "pd"),
+                 positions: bool = False):
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val' (Colin27 is held out), got {split!r}")
         if int(crop) < 0 or (0 < int(crop) < 8):
@@ -106,6 +112,7 @@ class BrainSliceSynthesizer:
         self.elastic_mm, self.bias = float(elastic_mm), float(bias)
         self.intensity = tuple(float(v) for v in intensity)
         self.contrasts = tuple(contrasts)
+        self.positions = bool(positions)
 
         t1v = load_volume("mni_t1")
         zs = [z for z in tissue_slice_indices(t1v) if mni_split_of(z) == split]
@@ -130,7 +137,8 @@ class BrainSliceSynthesizer:
         return dict(source="MNI ICBM152 2009a (nilearn), 1 mm", split=self.split, n_slices=len(self),
                     crop=self.crop, pixel_mm=list(self.pixel_mm), fov_mm=list(self.fov_mm),
                     skull_prob=self.skull_prob, max_rotation_deg=self.max_rot, elastic_mm=self.elastic_mm,
-                    bias=self.bias, intensity=list(self.intensity), contrasts=list(self.contrasts))
+                    bias=self.bias, intensity=list(self.intensity), contrasts=list(self.contrasts),
+                    positions=self.positions)
 
     # ------------------------------------------------------------------ one slice at 1 mm
     def _contrast(self, i: int, g) -> tuple[torch.Tensor, dict]:
@@ -183,16 +191,25 @@ class BrainSliceSynthesizer:
         return img / q.clamp_min(1e-6)
 
     # ------------------------------------------------------------------ crops
-    def _warp(self, src: torch.Tensor, n: int, pix: torch.Tensor, centre: torch.Tensor, g) -> torch.Tensor:
-        """Resample ``src`` (1 mm canvas) on an ``n x n`` grid of pixel size ``pix (2,)`` mm around ``centre``."""
+    def _warp(self, src: torch.Tensor, n: int, pix: torch.Tensor, centre: torch.Tensor, g):
+        """Resample ``src`` (1 mm canvas) on an ``n x n`` grid of pixel size ``pix (2,)`` mm around ``centre``.
+
+        Returns the image and ``(yy, xx)``: each output pixel's position in mm, in the output's axes,
+        relative to the canvas centre (where the head is), for the patch position input."""
         ang = math.radians(float(_uniform(g, -self.max_rot, self.max_rot)))
         c, s = math.cos(ang), math.sin(ang)
         t = (torch.arange(n, dtype=torch.float32) - (n - 1) / 2)
         yy, xx = torch.meshgrid(t * pix[0], t * pix[1], indexing="ij")
-        if float(torch.rand((), generator=g)) < 0.5:
+        flip = float(torch.rand((), generator=g)) < 0.5
+        if flip:
             xx = -xx  # left-right flip
         px = c * xx - s * yy + centre[1]
         py = s * xx + c * yy + centre[0]
+        # the same point seen from a grid centred on the canvas centre, rotated alike (inverse rotation)
+        dx, dy = float(centre[1]) - (CANVAS - 1) / 2, float(centre[0]) - (CANVAS - 1) / 2
+        pos_x, pos_y = xx + (c * dx + s * dy), yy + (-s * dx + c * dy)
+        if flip:
+            pos_x = -pos_x
         if self.elastic_mm > 0:
             px = px + self.elastic_mm * _smooth_field(g, n, 5)
             py = py + self.elastic_mm * _smooth_field(g, n, 5)
@@ -200,14 +217,15 @@ class BrainSliceSynthesizer:
         sigma = 0.45 * math.sqrt(max(float(pix.mean()) ** 2 - 1.0, 0.0))  # antialiasing for pixels > 1 mm
         src = _gaussian_blur(src[None, None], sigma)
         out = F.grid_sample(src, grid, mode="bicubic", padding_mode="zeros", align_corners=False)[0, 0]
-        return out.clamp_min(0)
+        return out.clamp_min(0), (pos_y, pos_x)
 
-    def __call__(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        """``(B, 1, crop, crop)`` float32 crops (the trainer's ``batch_fn`` signature)."""
+    def __call__(self, batch_size: int, generator: torch.Generator):
+        """``(B, 1, crop, crop)`` float32 crops (the trainer's ``batch_fn`` signature); with ``positions``
+        a dict ``{"image": crops, "pos": coordinates (B, 2, crop, crop)}``."""
         g = generator
         if self.crop == 0 and batch_size != 1:
             raise ValueError("crop=0 (whole field of view) draws one slice at a time: use batch_size 1")
-        out = []
+        out, coords = [], []
         for _ in range(int(batch_size)):
             i = int(torch.randint(len(self), (1,), generator=g))
             img = self.slice_1mm(i, g)
@@ -221,9 +239,15 @@ class BrainSliceSynthesizer:
             else:
                 n = max(8, int(round(float(_uniform(g, *self.fov_mm)) / p / 8)) * 8)
                 centre = torch.full((2,), (CANVAS - 1) / 2)
-            x = self._warp(img, n, pix, centre, g)
+            x, (py, px) = self._warp(img, n, pix, centre, g)
             x = x * float(_log_uniform(g, *self.intensity))
             out.append(x)
+            if self.positions:
+                # whole field of view: its own size; a crop: a field of view drawn around the head
+                half = n * pix / 2 if not self.crop else float(_uniform(g, *self.fov_mm)) / 2 * torch.ones(2)
+                coords.append(torch.stack([py / half[0], px / half[1]]))
+        if self.positions:
+            return {"image": torch.stack(out)[:, None], "pos": torch.stack(coords)}
         return torch.stack(out)[:, None]
 
 

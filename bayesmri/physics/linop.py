@@ -171,8 +171,11 @@ class LinearOperator:
 
     @torch.no_grad()
     def compute_norm(self, n_iter: int = 100, tol: float = 1e-6, generator=None) -> float:
-        """``||A||^2`` (largest eigenvalue of ``A^H A``) by power iteration."""
-        x = self.random_domain(generator, batch=1)
+        """``||A||^2`` (largest eigenvalue of ``A^H A``) by power iteration.
+
+        The start vector comes from ``generator`` (default: seed 0), so a method that derives a step size
+        from it gives the same result in every process (torch seeds its global generator at random)."""
+        x = self.random_domain(0 if generator is None else generator, batch=1)
         x = x / sqnorm(x, 0).sqrt()
         lam = 0.0
         for _ in range(n_iter):

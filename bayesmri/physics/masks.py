@@ -44,6 +44,7 @@ __all__ = [
     "acceleration_of",
     "seed_from_name",
     "acs_slice",
+    "TWO_D_NOTE",
 ]
 
 _GOLDEN = (1.0 + math.sqrt(5.0)) / 2.0
@@ -590,6 +591,11 @@ MASK_PATTERNS = {
     "poisson": poisson_disc_mask,
 }
 _ONE_D = {"gro", "uniform1d", "gaussian1d", "equispaced"}
+
+#: Said wherever a 2-D pattern undersamples a 2-D slice (``recon``'s mask line, the report): such data
+#: cannot be acquired, so results on them are a compressed-sensing benchmark, not a scan protocol.
+TWO_D_NOTE = ("a 2-D mask on a 2-D slice is not realisable in 2-D Cartesian imaging (each phase-encode line is "
+              "read out whole); it stands for the two phase-encode directions of a 3-D acquisition")
 
 
 def make_mask(pattern: str, shape: Sequence[int], acceleration: float, num_acs=None, seed=None, **kw) -> torch.Tensor:

@@ -13,6 +13,10 @@ boundary stays at one place (Hu et al.'s argument for the random shift); with a 
 network's effective receptive radius the tiled score equals the whole-image score exactly. Memory and the
 network's input statistics stay those of training whatever the matrix size.
 
+Networks with a patch position input (``position_channels = 2``, PaDIS sec. 3.2) get each tile's
+coordinates in the frame of the whole image (:func:`bayesmri.priors.score_unet.image_coordinates`: the
+image spans ``[-1, 1]``, the padding lies outside), in both modes.
+
 ``mode="whole"``: the fully convolutional network on the whole image at once (padded to a multiple of
 the network's down-sampling factor).
 
@@ -87,20 +91,12 @@ class PatchScore(nn.Module):
         self.patch, self.margin, self.mode, self.multiple = patch, margin, mode, multiple
         self.chunk_size = chunk_size
         self.channels_last = channels_last
-        self._format = None  # memory format the model was last put in by _net
+        self._format = None  # memory format the model was last put in by _net_score
         self.generator = torch.Generator().manual_seed(int(seed))
         self.meta = getattr(model, "meta", None)
+        self.uses_position = bool(getattr(model, "position_channels", 0))
 
     # ------------------------------------------------------------------ helpers
-    def _net(self, x, sigma):
-        """The wrapped network's score, in the memory format chosen for ``x``'s device."""
-        want_cl = self.channels_last if self.channels_last is not None else x.device.type == "cpu"
-        fmt = torch.channels_last if want_cl else torch.contiguous_format
-        if self._format is not fmt:
-            self.model.to(memory_format=fmt)
-            self._format = fmt
-        return self.model.score(x, sigma)
-
     def _noise(self, shape, sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         z = torch.randn(shape, generator=self.generator, dtype=torch.float32)
         return z.to(device=like.device, dtype=like.dtype) * sigma.reshape(-1, *([1] * (len(shape) - 1)))
@@ -112,27 +108,51 @@ class PatchScore(nn.Module):
         canvas[:, top:top + H, left:left + W] = x
         return canvas
 
+    def _coords(self, Hc, Wc, top, left, H, W, like):
+        """Coordinates ``(2, Hc, Wc)`` of a canvas holding an ``H x W`` image at ``(top, left)``."""
+        from bayesmri.priors.score_unet import image_coordinates
+
+        return image_coordinates(Hc, Wc, top=-top, left=-left, height=H, width=W, dtype=like.dtype,
+                                 device=like.device)
+
+    def _net_score(self, x, sigma, pos):
+        """The wrapped network's score, in the memory format chosen for ``x``'s device."""
+        want_cl = self.channels_last if self.channels_last is not None else x.device.type == "cpu"
+        fmt = torch.channels_last if want_cl else torch.contiguous_format
+        if self._format is not fmt:
+            self.model.to(memory_format=fmt)
+            self._format = fmt
+        return self.model.score(x, sigma, pos=pos) if self.uses_position else self.model.score(x, sigma)
+
     def _whole(self, x, sigma):
         N, H, W = x.shape
         k = self.multiple
         Hc, Wc = -(-H // k) * k, -(-W // k) * k
-        if (Hc, Wc) == (H, W):
-            return self._net(x, sigma)
         top, left = (Hc - H) // 2, (Wc - W) // 2
-        s = self._net(self._canvas(x, sigma, top, left, Hc, Wc), sigma)
+        pos = self._coords(Hc, Wc, top, left, H, W, x)[None] if self.uses_position else None
+        if (Hc, Wc) == (H, W):
+            return self._net_score(x, sigma, pos)
+        s = self._net_score(self._canvas(x, sigma, top, left, Hc, Wc), sigma, pos)
         return s[:, top:top + H, left:left + W]
 
     def _tiles(self, img, sigma):
-        """The ``P x P`` network inputs of one image ``(H, W)`` at an offset drawn for it, and how to put
-        their kept centres back: ``(tiles (ny nx, P, P), (oy, ox, ny, nx))``."""
+        """The ``P x P`` network inputs of one image ``(H, W)`` at an offset drawn for it, their coordinates
+        (``(ny nx, 2, P, P)``, or None for a network without position input), and how to put their kept
+        centres back: ``(tiles (ny nx, P, P), pos, (oy, ox, ny, nx))``."""
         H, W = img.shape
         P, m = self.patch, self.margin
         S = P - 2 * m  # stride = kept centre
         oy, ox = (int(v) for v in torch.randint(S, (2,), generator=self.generator))
         ny, nx = -(-(H + oy) // S), -(-(W + ox) // S)
         # canvas row r <-> image row r - (oy + m); tile (i, j) covers canvas rows i S .. i S + P
-        canvas = self._canvas(img[None], sigma[None], oy + m, ox + m, ny * S + 2 * m, nx * S + 2 * m)[0]
-        return canvas.unfold(0, P, S).unfold(1, P, S).reshape(ny * nx, P, P), (oy, ox, ny, nx)
+        Hc, Wc = ny * S + 2 * m, nx * S + 2 * m
+        canvas = self._canvas(img[None], sigma[None], oy + m, ox + m, Hc, Wc)[0]
+        tiles = canvas.unfold(0, P, S).unfold(1, P, S).reshape(ny * nx, P, P)
+        pos = None
+        if self.uses_position:
+            c = self._coords(Hc, Wc, oy + m, ox + m, H, W, img)
+            pos = c.unfold(1, P, S).unfold(2, P, S).permute(1, 2, 0, 3, 4).reshape(ny * nx, 2, P, P)
+        return tiles, pos, (oy, ox, ny, nx)
 
     def _tiled(self, x, sigma):
         # Each image gets its own offset, so the chains of a sampler (one batch) never share their seams
@@ -140,13 +160,15 @@ class PatchScore(nn.Module):
         N, H, W = x.shape
         m, S = self.margin, self.patch - 2 * self.margin
         parts = [self._tiles(x[n], sigma[n]) for n in range(N)]
-        tiles = torch.cat([t for t, _ in parts], 0)
-        sig_t = torch.cat([sigma[n].expand(t.shape[0]) for n, (t, _) in enumerate(parts)])
-        outs = [self._net(tiles[i:i + self.chunk_size], sig_t[i:i + self.chunk_size])
-                for i in range(0, tiles.shape[0], self.chunk_size)]
+        tiles = torch.cat([t for t, _, _ in parts], 0)
+        pos = torch.cat([p for _, p, _ in parts], 0) if self.uses_position else None
+        sig_t = torch.cat([sigma[n].expand(t.shape[0]) for n, (t, _, _) in enumerate(parts)])
+        c = self.chunk_size
+        outs = [self._net_score(tiles[i:i + c], sig_t[i:i + c], None if pos is None else pos[i:i + c])
+                for i in range(0, tiles.shape[0], c)]
         kept = torch.cat(outs, 0)[:, m:m + S, m:m + S]
         out, start = [], 0
-        for _, (oy, ox, ny, nx) in parts:
+        for _, _, (oy, ox, ny, nx) in parts:
             s = kept[start:start + ny * nx].reshape(ny, nx, S, S).permute(0, 2, 1, 3).reshape(ny * S, nx * S)
             out.append(s[oy:oy + H, ox:ox + W])
             start += ny * nx

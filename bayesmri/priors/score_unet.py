@@ -20,6 +20,14 @@ U-Net skip concatenation, GroupNorm + SiLU + 3x3 output conv (zero-initialised, 
 at 0). Noise level enters via Gaussian Fourier features of log sigma (scale 16, fixed random weights)
 and a 2-layer MLP. Fully convolutional: any ``H, W`` divisible by ``2**(len(channel_mult) - 1)``.
 
+Patch position input (PaDIS, Hu et al. NeurIPS 2024 sec. 3.2): with ``position_channels=2`` the first
+convolution also sees the coordinates ``(y, x)`` of every pixel in the frame of the whole field of view,
+normalised so the image spans ``[-1, 1]`` (pixel centres at ``(i + 1/2 - H/2) / (H/2)``; padding outside
+the image has ``|y| > 1`` or ``|x| > 1``). A network trained on crops then knows where in the field of view
+a crop lies (background near the edges, brain in the middle). ``pos`` defaults to the coordinates of the
+input itself, i.e. the input is taken to be the whole field of view; :class:`bayesmri.priors.patch.PatchScore`
+passes the tile's coordinates. ``position_channels=0`` (the default) is the position-free network.
+
 Named configurations (``CONFIGS``):
 
 - ``small64``  : 64x64 images, trains on a CPU in under an hour.
@@ -33,7 +41,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-__all__ = ["ScoreUNet", "CONFIGS", "build_score_unet", "count_parameters"]
+__all__ = ["ScoreUNet", "CONFIGS", "build_score_unet", "count_parameters", "image_coordinates"]
 
 MODEL_TYPE = "score_unet"
 
@@ -158,12 +166,15 @@ class ScoreUNet(nn.Module):
         Data scale used by the input scaling ``c_in = 1/sqrt(sigma_data^2 + sigma^2)``.
     input_scaling : bool
         Apply ``c_in`` to the input (see the module docstring).
+    position_channels : {0, 2}
+        Extra input channels with the pixel coordinates (see the module docstring).
 
     Notes
     -----
     ``forward(x, sigma)`` returns ``F_theta = sigma * score`` (the quantity regressed onto ``-z`` by eq. 17);
     use :meth:`score` or :meth:`denoise` for the prior. ``x`` is ``(B, H, W)`` or ``(B, 1, H, W)`` real
-    float; ``sigma`` a positive float or a ``(B,)`` tensor. Outputs have the shape of ``x``.
+    float; ``sigma`` a positive float or a ``(B,)`` tensor; ``pos`` (position networks only) ``(B, 2, H, W)``
+    or ``(2, H, W)`` real coordinates, default :func:`image_coordinates`. Outputs have the shape of ``x``.
     """
 
     model_type = MODEL_TYPE
@@ -179,12 +190,15 @@ class ScoreUNet(nn.Module):
         fourier_scale: float = 16.0,
         sigma_data: float = 0.5,
         input_scaling: bool = True,
+        position_channels: int = 0,
     ):
         super().__init__()
         if int(base_channels) < 1 or int(num_res_blocks) < 1 or len(channel_mult) < 1:
             raise ValueError("base_channels, num_res_blocks and len(channel_mult) must be >= 1")
         if embed_dim % 2:
             raise ValueError(f"embed_dim must be even, got {embed_dim}")
+        if int(position_channels) not in (0, 2):
+            raise ValueError(f"position_channels must be 0 or 2, got {position_channels}")
         self.config = dict(
             base_channels=int(base_channels),
             channel_mult=[int(m) for m in channel_mult],
@@ -196,6 +210,9 @@ class ScoreUNet(nn.Module):
             sigma_data=float(sigma_data),
             input_scaling=bool(input_scaling),
         )
+        if position_channels:  # only stored when used, so position-free configs stay as exported before
+            self.config["position_channels"] = int(position_channels)
+        self.position_channels = int(position_channels)
         self.sigma_data = float(sigma_data)
         self.input_scaling = bool(input_scaling)
         self.num_levels = len(channel_mult)
@@ -204,7 +221,7 @@ class ScoreUNet(nn.Module):
         self.temb_mlp = nn.Sequential(nn.Linear(embed_dim, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim))
 
         chs = [base_channels * m for m in channel_mult]
-        self.conv_in = nn.Conv2d(1, base_channels, 3, padding=1)
+        self.conv_in = nn.Conv2d(1 + self.position_channels, base_channels, 3, padding=1)
         self.down = nn.ModuleList()
         skip_chs = [base_channels]
         ch = base_channels
@@ -255,10 +272,25 @@ class ScoreUNet(nn.Module):
             raise ValueError("sigma must be positive")
         return x, sigma, squeeze
 
-    def _net(self, x, sigma):
+    def _positions(self, x, pos):
+        B, _, H, W = x.shape
+        if pos is None:
+            return image_coordinates(H, W, dtype=x.dtype, device=x.device).expand(B, 2, H, W)
+        pos = torch.as_tensor(pos, dtype=x.dtype, device=x.device)
+        if pos.ndim == 3:
+            pos = pos[None]
+        if pos.ndim != 4 or pos.shape[1] != 2 or tuple(pos.shape[-2:]) != (H, W) or pos.shape[0] not in (1, B):
+            raise ValueError(f"pos must have shape (B, 2, H, W) = ({B}, 2, {H}, {W}), got {tuple(pos.shape)}")
+        return pos.expand(B, 2, H, W)
+
+    def _net(self, x, sigma, pos=None):
         temb = self.temb_mlp(self.fourier(torch.log(sigma)))
         if self.input_scaling:
             x = x / torch.sqrt(self.sigma_data**2 + sigma**2)[:, None, None, None]
+        if self.position_channels:
+            x = torch.cat([x, self._positions(x, pos)], 1)
+        elif pos is not None:
+            raise ValueError("this network has no position input (position_channels=0); do not pass pos")
         h = self.conv_in(x)
         hs = [h]
         for blk in self.down:
@@ -273,23 +305,38 @@ class ScoreUNet(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
     # ------------------------------------------------------------------ public
-    def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma, pos=None) -> torch.Tensor:
         """Raw output ``F_theta = sigma * score(x, sigma)``; shape of ``x``."""
         x4, s, squeeze = self._prepare(x, sigma)
-        out = self._net(x4, s)
+        out = self._net(x4, s, pos)
         return out[:, 0] if squeeze else out
 
-    def score(self, x: torch.Tensor, sigma) -> torch.Tensor:
+    def score(self, x: torch.Tensor, sigma, pos=None) -> torch.Tensor:
         """``grad_x log p_sigma(x) ~ F_theta(x, sigma) / sigma``; shape of ``x``."""
         x4, s, squeeze = self._prepare(x, sigma)
-        out = self._net(x4, s) / s[:, None, None, None]
+        out = self._net(x4, s, pos) / s[:, None, None, None]
         return out[:, 0] if squeeze else out
 
-    def denoise(self, x: torch.Tensor, sigma) -> torch.Tensor:
+    def denoise(self, x: torch.Tensor, sigma, pos=None) -> torch.Tensor:
         """Tweedie denoiser ``E[x0 | x] = x + sigma^2 score = x + sigma F_theta``; shape of ``x``."""
         x4, s, squeeze = self._prepare(x, sigma)
-        out = x4 + s[:, None, None, None] * self._net(x4, s)
+        out = x4 + s[:, None, None, None] * self._net(x4, s, pos)
         return out[:, 0] if squeeze else out
+
+
+def image_coordinates(H: int, W: int, top: float = 0.0, left: float = 0.0, height: int | None = None,
+                      width: int | None = None, dtype=torch.float32, device=None) -> torch.Tensor:
+    """``(2, H, W)`` normalised coordinates ``(y, x)`` of an ``H x W`` window of an image.
+
+    The window's first pixel is pixel ``(top, left)`` of an image of ``height x width`` (default: the window
+    is the image), whose pixel centres span ``[-1, 1]``: ``y_i = (top + i + 1/2 - height/2) / (height/2)``.
+    Pixels outside the image (negative ``top``, or windows past its end) get ``|y| > 1``.
+    """
+    height, width = int(height or H), int(width or W)
+    y = (torch.arange(H, dtype=torch.float64) + top + 0.5 - height / 2) / (height / 2)
+    x = (torch.arange(W, dtype=torch.float64) + left + 0.5 - width / 2) / (width / 2)
+    yy, xx = torch.meshgrid(y, x, indexing="ij")
+    return torch.stack([yy, xx]).to(dtype=dtype, device=device)
 
 
 def build_score_unet(config: str | dict = "small64", **overrides) -> ScoreUNet:

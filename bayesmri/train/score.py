@@ -205,8 +205,9 @@ class MRIAugment:
 class ScoreMatchingLoss:
     """Denoising score-matching loss of Chung & Ye eq. 17 for the trainer.
 
-    ``loss_fn(model, batch, generator) -> (loss, logs)``; ``batch`` is ``(B, 1, H, W)`` or ``(B, H, W)``;
-    ``model(x, sigma)`` returns ``F_theta = sigma * score``. ``logs`` holds the mean loss per sigma band
+    ``loss_fn(model, batch, generator) -> (loss, logs)``; ``batch`` is ``(B, 1, H, W)`` or ``(B, H, W)``,
+    or a dict ``{"image": ..., "pos": (B, 2, H, W)}`` for a network with a patch position input;
+    ``model(x, sigma[, pos])`` returns ``F_theta = sigma * score``. ``logs`` holds the mean loss per sigma band
     (``loss_sigma_<lo>-<hi>``, NaN when no sample of the batch fell in the band) and the batch's mean
     ``log10 sigma``.
     """
@@ -228,14 +229,21 @@ class ScoreMatchingLoss:
         return torch.exp(math.log(self.sigma_min) + u * (math.log(self.sigma_max) - math.log(self.sigma_min)))
 
     def __call__(self, model, batch, generator: torch.Generator):
-        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        pos = None
+        if isinstance(batch, dict):
+            x, pos = batch["image"], batch.get("pos")
+        else:
+            x = batch[0] if isinstance(batch, (list, tuple)) else batch
         if x.ndim == 3:
             x = x[:, None]
         if self.augment is not None:
+            if pos is not None:
+                raise ValueError("augmentation would move the pixels away from their positions; use augment=None")
             x = self.augment(x, generator)
         sigma = self.sample_sigma(x.shape[0], generator, x.device).to(x.dtype)
         z = torch.randn(x.shape, generator=generator, device=generator.device).to(x.device, x.dtype)
-        out = model(x + sigma[:, None, None, None] * z, sigma)
+        xn = x + sigma[:, None, None, None] * z
+        out = model(xn, sigma) if pos is None else model(xn, sigma, pos)
         per = (out.float() + z.float()).pow(2).mean(dim=(1, 2, 3))  # eq. 17 per sample, per pixel
         loss = per.mean()
         logs = {"log10_sigma_mean": float(torch.log10(sigma).mean())}
@@ -319,6 +327,9 @@ def cli_add_arguments(parser) -> None:
     parser.add_argument("--pixel-mm", default="0.6,2.0",
                         help="with --data native: range of the drawn pixel size in mm, 'LO,HI' (default 0.6,2.0: "
                              "320 px at 0.7 mm to 128 px at 1.75 mm)")
+    parser.add_argument("--position", action="store_true",
+                        help="with --data native: give the network each crop's position in the field of view "
+                             "(two coordinate channels, PaDIS); --init-from may then name a network without them")
     parser.add_argument("--init-from", default=None,
                         help="start from these weights (shipped name or .safetensors path, same architecture)")
     parser.add_argument("--sigma-min", type=float, default=SIGMA_MIN)
@@ -340,6 +351,8 @@ def cli_run(args, cfg) -> int:
 
     if args.data == "native":
         return _run_native(args, cfg)
+    if getattr(args, "position", False):
+        raise ValueError("--position needs --data native (crops with known positions in the field of view)")
     size = args.size or (128 if args.config == "default128" else 64)
     ss = int(getattr(args, "supersample", 1) or 1)
     if ss < 1:
@@ -378,7 +391,19 @@ def _init_weights(model, source) -> None:
     from bayesmri.priors.loading import load_model
 
     src = load_model(source)
-    if getattr(src, "config", None) != getattr(model, "config", None):
+    src_cfg, cfg = dict(getattr(src, "config", {}) or {}), dict(getattr(model, "config", {}) or {})
+    if src_cfg.get("position_channels", 0) == 0 and cfg.get("position_channels", 0):
+        # a position-free network into one with a position input: zero weights on the coordinate channels,
+        # so training starts from exactly the source network
+        cfg.pop("position_channels")
+        if src_cfg == cfg:
+            state = src.state_dict()
+            w = state["conv_in.weight"]
+            extra = torch.zeros(w.shape[0], model.position_channels, *w.shape[2:], dtype=w.dtype)
+            state["conv_in.weight"] = torch.cat([w, extra], 1)
+            model.load_state_dict(state)
+            return
+    if src_cfg != dict(getattr(model, "config", {}) or {}):
         raise ValueError(f"--init-from {source}: its config {src.config} differs from the model's {model.config}")
     model.load_state_dict(src.state_dict())
 
@@ -392,14 +417,16 @@ def _run_native(args, cfg) -> int:
         lo, hi = (float(v) for v in str(args.pixel_mm).split(","))
     except ValueError:
         raise ValueError(f"--pixel-mm must be 'LO,HI' in mm, got {args.pixel_mm!r}") from None
-    synth = BrainSliceSynthesizer("train", crop=args.crop, pixel_mm=(lo, hi))
+    position = bool(getattr(args, "position", False))
+    synth = BrainSliceSynthesizer("train", crop=args.crop, pixel_mm=(lo, hi), positions=position)
     g = torch.Generator().manual_seed(cfg.seed + 12345)
-    probe = synth(256, g)[:, 0]
+    probe = synth(256, g)
+    probe = (probe["image"] if position else probe)[:, 0]
     sigma_max = args.sigma_max or sigma_max_from_data(probe)
     whole = BrainSliceSynthesizer("train", crop=0, pixel_mm=(lo, hi))
     means = torch.stack([whole(1, g)[0, 0].mean() for _ in range(64)])
     torch.manual_seed(cfg.seed)
-    model = build_score_unet(args.config)
+    model = build_score_unet(args.config, **({"position_channels": 2} if position else {}))
     if args.init_from and not (Path(args.out) / "checkpoint.pt").is_file():
         _init_weights(model, args.init_from)
     loss = ScoreMatchingLoss(sigma_max, args.sigma_min, augment=None)
@@ -413,6 +440,7 @@ def _run_native(args, cfg) -> int:
             "training_crop": [args.crop, args.crop],
             "pixel_mm": list(synth.pixel_mm),
             "fully_convolutional": True,
+            "position_input": position,
             "normalisation": "each whole slice divided by its 95th percentile magnitude over a random field of "
                              "view, then cropped",
             "config_name": args.config,

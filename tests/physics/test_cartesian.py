@@ -93,6 +93,16 @@ def test_compute_norm():
     )
 
 
+def test_compute_norm_is_reproducible_by_default():
+    # tv and l1wav take their step from it: the same data must give the same image in every process
+    # (torch seeds its global generator at random; issue 21's identical outputs under torchrun)
+    g = torch.Generator().manual_seed(6)
+    op = MultiCoilMRI(_maps(1, 4, 16, 16, g), _mask(16, 16, g))
+    first = op.compute_norm(n_iter=3)
+    torch.randn(5)  # the global generator moves on
+    assert op.compute_norm(n_iter=3) == first
+
+
 def test_single_coil_dagger_is_exact():
     g = torch.Generator().manual_seed(6)
     op = SingleCoilMRI(_mask(8, 8, g), (8, 8))

@@ -175,3 +175,94 @@ def test_channels_last_gives_the_same_score():
     with torch.no_grad():
         PatchScore(net, patch=32, channels_last=False, seed=3).score(x, 0.2)
     assert next(p for p in net.parameters() if p.ndim == 4).is_contiguous()
+
+
+# ---------------------------------------------------------------------- patch position input (PaDIS)
+class PositionGaussian(nn.Module):
+    """Independent pixels N(mu(y, x), s2) with a mean that depends on where the pixel lies in the image."""
+
+    position_channels = 2
+
+    def __init__(self, s2=0.5):
+        super().__init__()
+        self.s2 = s2
+        self.w = nn.Parameter(torch.zeros(1))
+
+    @staticmethod
+    def mean(pos):
+        return 0.3 * pos[:, 0] - 0.5 * pos[:, 1] ** 2
+
+    def score(self, x, sigma, pos):
+        sig = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+        return -(x - self.mean(pos)) / (self.s2 + sig**2)
+
+
+def test_tiles_get_the_coordinates_of_their_pixels_in_the_whole_image():
+    from bayesmri.priors.score_unet import image_coordinates
+
+    model = PositionGaussian()
+    x = torch.randn(3, 37, 50)
+    truth = model.score(x, 0.7, image_coordinates(37, 50)[None])
+    for mode, margin in (("tiled", 0), ("tiled", 3), ("whole", 0)):
+        ps = PatchScore(model, patch=16, mode=mode, margin=margin, multiple=8, seed=1)
+        for _ in range(3):  # every random offset, one per image
+            torch.testing.assert_close(ps.score(x, 0.7), truth)
+
+
+def test_a_position_network_starts_from_a_position_free_one_and_its_position_input_is_used():
+    from bayesmri.priors.score_unet import ScoreUNet, image_coordinates
+    from bayesmri.train.score import ScoreMatchingLoss
+
+    cfg = dict(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention=False, embed_dim=16)
+    torch.manual_seed(0)
+    plain = ScoreUNet(**cfg)
+    torch.nn.init.normal_(plain.conv_out.weight, std=0.05)
+    pos_net = ScoreUNet(**cfg, position_channels=2)
+    state = plain.state_dict()
+    state["conv_in.weight"] = torch.cat([state["conv_in.weight"], torch.zeros(8, 2, 3, 3)], 1)
+    pos_net.load_state_dict(state)
+    x = torch.randn(2, 16, 16)
+    torch.testing.assert_close(pos_net(x, 0.5), plain(x, 0.5))  # zero weights on the coordinates
+
+    # Crops of an image that is +1 on its left half and -1 on its right half. At noise levels where the
+    # 16x16 crop's own mean cannot tell them apart (sigma / 16 > 1) only the position can: train briefly,
+    # then denoise pure noise at the two positions.
+    def batch(n, g):
+        left = torch.randint(0, 48, (n,), generator=g)
+        full = image_coordinates(64, 64)
+        pos = torch.stack([full[:, 24:40, int(c):int(c) + 16] for c in left])
+        return {"image": torch.where(pos[:, 1:2] < 0, 1.0, -1.0), "pos": pos}
+
+    loss_fn = ScoreMatchingLoss(sigma_max=60.0, sigma_min=20.0)
+    opt = torch.optim.Adam(pos_net.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        loss, _ = loss_fn(pos_net, batch(16, g), g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    full = image_coordinates(64, 64)
+    z = 40.0 * torch.randn(4, 16, 16, generator=g)
+    with torch.no_grad():
+        d_left = pos_net.denoise(z, 40.0, full[None, :, 24:40, 0:16]).mean()
+        d_right = pos_net.denoise(z, 40.0, full[None, :, 24:40, 48:64]).mean()
+    assert d_left - d_right > 1.0, (float(d_left), float(d_right))
+    with pytest.raises(ValueError, match="pos must have shape"):
+        pos_net(z, 3.0, torch.zeros(1, 2, 8, 8))
+    with pytest.raises(ValueError, match="no position input"):
+        plain(z, 3.0, full[None, :, :16, :16])
+
+
+def test_native_crops_carry_coordinates_that_match_the_whole_field_of_view():
+    from bayesmri.data.synth import BrainSliceSynthesizer
+    from bayesmri.priors.score_unet import image_coordinates
+
+    whole = BrainSliceSynthesizer("val", crop=0, positions=True)
+    for seed in range(2):
+        b = whole(1, torch.Generator().manual_seed(seed))
+        n = b["image"].shape[-1]
+        torch.testing.assert_close(b["pos"][0], image_coordinates(n, n), atol=1e-5, rtol=0)
+    crops = BrainSliceSynthesizer("val", crop=32, positions=True)(4, torch.Generator().manual_seed(0))
+    assert crops["image"].shape == (4, 1, 32, 32) and crops["pos"].shape == (4, 2, 32, 32)
+    # crops are drawn inside the head, which fills the middle of a 200-256 mm field of view
+    assert bool((crops["pos"].abs() < 1.2).all())
