@@ -13,6 +13,8 @@ Tables:
    ``N`` samples) for bayesmri's ``NonCartesianMRI`` (finufft), finufft through mri-nufft, and
    torchkbnufft, with the relative error against a direct NUDFT on 400 random samples.
 3. ``tv_recon`` / ``l1_wavelet_recon`` against ``bart pics -R T`` / ``-R W`` with the same iterations.
+   Not like for like (BART scales the data unless ``-w 1``, and its ADMM ``-i K`` counts CG iterations,
+   not ADMM iterations): ``benchmarks/bench_speed.py`` is the comparison to quote (docs/speed.md).
 
 Timings are medians of ``--repeats`` runs after one warm-up run; ratios are against references timed
 in the same process.

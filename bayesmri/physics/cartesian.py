@@ -125,10 +125,11 @@ class MultiCoilMRI(LinearOperator):
         self._mask = mask4
         self._prepare()
 
-    # Speed (benchmarks/bench_operators.py): for even H, W the centring shifts equal a checkerboard
-    # modulation, fft2c(z) = s C fft2(C z) with C[i, j] = (-1)^(i+j), s = (-1)^(H/2 + W/2). C is folded
-    # into precomputed maps (C S) and mask (s C M), so A costs one FFT and two multiplies, no copies.
-    # A 1-D column mask needs no FFT along H in the normal operator (F_H^H F_H = I).
+    # Speed (docs/speed.md): for even H, W the centring shifts equal a checkerboard modulation,
+    # fft2c(z) = s C fft2(C z) with C[i, j] = (-1)^(i+j), s = (-1)^(H/2 + W/2). C is folded into
+    # precomputed maps (C S), their conjugate (materialised: a lazily conjugated operand costs 2x in
+    # the multiply) and the mask (s C M), so A costs one FFT, one multiply into a new tensor and one
+    # in-place multiply. A 1-D column mask needs no FFT along H in the normal operator (F_H^H F_H = I).
     @property
     def maps(self) -> torch.Tensor:
         return self._maps
@@ -160,6 +161,9 @@ class MultiCoilMRI(LinearOperator):
             cb = 1.0 - 2.0 * ((i + j) % 2).to(self._mask.dtype)  # (-1)^(i+j)
             self._maps_mod = self._maps * cb.to(self._maps.dtype)
             self._mask_mod = self._mask * (sign * cb)
+            self._maps_mod_conj = self._maps_mod.conj().resolve_conj()
+        else:
+            self._maps_conj = self._maps.conj().resolve_conj()
 
     def to(self, device) -> "MultiCoilMRI":
         super().to(device)
@@ -169,24 +173,32 @@ class MultiCoilMRI(LinearOperator):
     def A(self, x: torch.Tensor) -> torch.Tensor:
         _check_image(x, *self.domain_shape)
         if self._even:
-            return self._mask_mod * torch.fft.fft2(self._maps_mod * x.unsqueeze(-3), norm="ortho")
-        return self.mask * fft2c(self.maps * x.unsqueeze(-3))
+            # The mask broadcasts into the FFT's output (checked in __init__): multiply in place.
+            return torch.fft.fft2(self._maps_mod * x.unsqueeze(-3), norm="ortho").mul_(self._mask_mod)
+        return fft2c(self.maps * x.unsqueeze(-3)).mul_(self.mask)
+
+    def _coil_combine(self, k: torch.Tensor, maps_conj: torch.Tensor) -> torch.Tensor:
+        """``sum_c conj(S_c) k_c``, multiplying in place when ``k`` (a fresh tensor) has the full shape."""
+        if k.shape == torch.broadcast_shapes(k.shape, maps_conj.shape):
+            return k.mul_(maps_conj).sum(-3)
+        return (maps_conj * k).sum(-3)
 
     def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
         _check_coil_tensor(y, self.ncoils, *self.domain_shape, name="k-space")
         if self._even:
-            return (self._maps_mod.conj() * torch.fft.ifft2(self._mask_mod * y, norm="ortho")).sum(-3)
-        return (self.maps.conj() * ifft2c(self.mask * y)).sum(-3)
+            return self._coil_combine(torch.fft.ifft2(self._mask_mod * y, norm="ortho"), self._maps_mod_conj)
+        return self._coil_combine(ifft2c(self.mask * y), self._maps_conj)
 
     def normal(self, x: torch.Tensor) -> torch.Tensor:
         if self._even:
             z = self._maps_mod * x.unsqueeze(-3)
             if self._column_mask:
-                k = torch.fft.ifft(self._mask_sq * torch.fft.fft(z, dim=-1, norm="ortho"), dim=-1, norm="ortho")
+                k = torch.fft.fft(z, dim=-1, norm="ortho").mul_(self._mask_sq)
+                k = torch.fft.ifft(k, dim=-1, norm="ortho")
             else:
-                k = torch.fft.ifft2(self._mask_sq * torch.fft.fft2(z, norm="ortho"), norm="ortho")
-            return (self._maps_mod.conj() * k).sum(-3)
-        return (self.maps.conj() * ifft2c(self._mask_sq * fft2c(self.maps * x.unsqueeze(-3)))).sum(-3)
+                k = torch.fft.ifft2(torch.fft.fft2(z, norm="ortho").mul_(self._mask_sq), norm="ortho")
+            return self._coil_combine(k, self._maps_mod_conj)
+        return self._coil_combine(ifft2c(fft2c(self.maps * x.unsqueeze(-3)).mul_(self._mask_sq)), self._maps_conj)
 
 
 class CoilImageMRI(LinearOperator):

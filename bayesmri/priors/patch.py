@@ -54,6 +54,11 @@ class PatchScore(nn.Module):
         Input sizes must be multiples of this (default: ``2 ** (num_levels - 1)`` of a ScoreUNet, else 1).
     chunk_size : int
         Most network inputs evaluated at once in ``"tiled"`` mode.
+    channels_last : bool, optional
+        Run the network in channels-last memory format (the wrapped module is converted in place at
+        the first call). Default: on for CPU inputs, where oneDNN's convolutions are ~14% faster in it
+        (score_native, 64 tiles of 64x64, one thread: 0.97 -> 0.83 s; docs/speed.md); the outputs
+        agree to float round-off.
     seed : int
         Seed of the generator for the offsets and the padding noise.
 
@@ -65,7 +70,8 @@ class PatchScore(nn.Module):
     """
 
     def __init__(self, model: nn.Module, patch: int = 64, mode: str = "tiled", margin: int = 0,
-                 multiple: int | None = None, chunk_size: int = 64, seed: int = 0):
+                 multiple: int | None = None, chunk_size: int = 64, seed: int = 0,
+                 channels_last: bool | None = None):
         super().__init__()
         if not callable(getattr(model, "score", None)):
             raise TypeError(f"model must have score(x, sigma), got {type(model).__name__}")
@@ -84,6 +90,8 @@ class PatchScore(nn.Module):
         self.model = model
         self.patch, self.margin, self.mode, self.multiple = patch, margin, mode, multiple
         self.chunk_size = chunk_size
+        self.channels_last = channels_last
+        self._format = None  # memory format the model was last put in by _net_score
         self.generator = torch.Generator().manual_seed(int(seed))
         self.meta = getattr(model, "meta", None)
         self.uses_position = bool(getattr(model, "position_channels", 0))
@@ -108,6 +116,12 @@ class PatchScore(nn.Module):
                                  device=like.device)
 
     def _net_score(self, x, sigma, pos):
+        """The wrapped network's score, in the memory format chosen for ``x``'s device."""
+        want_cl = self.channels_last if self.channels_last is not None else x.device.type == "cpu"
+        fmt = torch.channels_last if want_cl else torch.contiguous_format
+        if self._format is not fmt:
+            self.model.to(memory_format=fmt)
+            self._format = fmt
         return self.model.score(x, sigma, pos=pos) if self.uses_position else self.model.score(x, sigma)
 
     def _whole(self, x, sigma):

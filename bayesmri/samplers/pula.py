@@ -128,7 +128,8 @@ class PULA(Sampler):
                 # H x + eps g(x) + noise, with H x = a A^H A x + x / sigma^2
                 step = eps * (a * (AHy - nx) + s) + ns * noise  # = rhs - H x: the warm start's residual
                 rhs = a * nx + x / sig**2 + step
-                x = conjugate_gradient(H, rhs, x, max_iter=self.cg_iter, tol=self.cg_tol)
+                # H x is a nx + x / sigma^2, so the warm start's residual is `step`: no extra A^H A.
+                x = conjugate_gradient(H, rhs, x, max_iter=self.cg_iter, tol=self.cg_tol, r0=step)
             self._level_done(x, sig)
         # An unconverged solve is not a pULA step: its error stays in the samples as a noise floor
         # (non-Cartesian operators, ||A||^2 >> 1, need far more iterations than Cartesian ones). Measured

@@ -251,3 +251,37 @@ def test_poisson_with_a_calibration_block_that_fills_the_budget_is_that_block():
     m = make_mask("poisson", (24, 24), 4, num_acs=12, seed=0)
     assert int(m.sum()) == 144 and float(acceleration_of(m, (24, 24))) == 4.0
     assert bool(m[6:18, 6:18].all())
+
+
+def test_compiled_poisson_pass_equals_the_python_reference():
+    """The numba pass makes exactly the choices of the pure Python reference (order, radii, allowed)."""
+    from bayesmri.physics.masks import _poisson_pass, _poisson_pass_py
+
+    rng = np.random.default_rng(1)
+    H, W = 48, 40
+    order = rng.permutation(H * W)
+    allowed = rng.random((H, W)) > 0.2
+    ry, rx = 1 + 3 * rng.random((H, W)), 1 + 2 * rng.random((H, W))
+    np.testing.assert_array_equal(_poisson_pass(order, allowed, ry, rx), _poisson_pass_py(order, allowed, ry, rx))
+
+
+def test_poisson_320_exact_count_and_min_distance():
+    """At the real size (320x320, R=8): exact count, seeded determinism, and blue noise: the radius is
+    1 only where rho = 0 (the calibration box and its one-pixel rim) and grows outwards, so a pair at
+    distance <= 1 has one sample there, and no two samples in the outer half are closer than 2 pixels."""
+    H = W = 320
+    m = poisson_disc_mask((H, W), 8, num_acs=24, seed=3).numpy().astype(bool)
+    assert int(m.sum()) == round(H * W / 8)
+    assert poisson_disc_mask((H, W), 8, num_acs=24, seed=3).equal(torch.from_numpy(m.astype(np.float32)))
+    calib = np.zeros((H, W), bool)
+    calib[acs_slice(H, 24), acs_slice(W, 24)] = True
+    ys, xs = np.nonzero(m & ~calib)
+    from scipy.spatial import cKDTree
+
+    pts = np.stack([ys, xs], 1)
+    pairs = np.array(sorted(cKDTree(pts).query_pairs(r=1.0 + 1e-9)))
+    rim = (np.abs(ys - H // 2) <= 12) & (np.abs(xs - W // 2) <= 12)
+    assert len(pairs) == 0 or rim[pairs].any(1).all()  # the earlier point of a pair has radius 1
+    outer = np.hypot(ys - H // 2, xs - W // 2) > H // 4
+    d, _ = cKDTree(pts[outer]).query(pts[outer], k=2)
+    assert d[:, 1].min() >= 2.0

@@ -160,6 +160,23 @@ def test_shipped_real_size_prior_is_the_default_from_96_pixels_and_is_tiled():
     assert s.shape == x.shape and bool(torch.isfinite(s).all())
 
 
+def test_channels_last_gives_the_same_score():
+    """The CPU default (channels-last network) agrees with the contiguous format, and the wrapped model
+    is put back when asked for the other format."""
+    torch.manual_seed(0)
+    net = build_score_unet("small64").eval()
+    x = torch.randn(2, 40, 56)
+    with torch.no_grad():
+        ref = PatchScore(net, patch=32, channels_last=False, seed=3).score(x, 0.2)
+        ps = PatchScore(net, patch=32, seed=3)
+        out = ps.score(x, 0.2)
+    assert ps._format is torch.channels_last
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
+    with torch.no_grad():
+        PatchScore(net, patch=32, channels_last=False, seed=3).score(x, 0.2)
+    assert next(p for p in net.parameters() if p.ndim == 4).is_contiguous()
+
+
 # ---------------------------------------------------------------------- patch position input (PaDIS)
 class PositionGaussian(nn.Module):
     """Independent pixels N(mu(y, x), s2) with a mean that depends on where the pixel lies in the image."""
