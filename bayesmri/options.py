@@ -127,6 +127,8 @@ def recon_options(name: str, *, weights=None, prior=None, opts=()) -> dict | Non
             raise OptionError(f"method {name!r}: {flag} and --opt {key}=... both given")
         out[key] = str(value)
     known = method_options(name)
+    if out.get("prior") is not None and out.get("weights") is not None:
+        raise OptionError(f"method {name!r}: give --prior or --weights, not both (both name the prior)")
     if "prior" in out and "prior" not in known:
         from .methods import available_methods
 

@@ -75,6 +75,8 @@ def test_option_parsing_and_checks():
                          (["nosuch=1"], "'nosuch'"), (["n_levels"], "KEY=VALUE"), (["step=1", "step=2"], "twice")):
         with pytest.raises(OptionError, match=needle):
             recon_options("pula", opts=opts)
+    with pytest.raises(OptionError, match="not both"):
+        recon_options("pula", prior="pogmdm", weights="score_native")
     with pytest.raises(OptionError, match="no prior choice"):
         recon_options("cnf", prior="pogmdm")
     with pytest.raises(OptionError, match="unknown prior 'nosuch'"):
