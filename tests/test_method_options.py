@@ -153,3 +153,23 @@ def test_a_new_prior_runs_through_recon(sim64, tmp_path):
     assert row["nfe"] == 5 + 1  # --opt n_levels reached the sampler (+ the final Tweedie step)
     assert row["settings"]["method_options"] == {"prior": "test-smooth-gauss", "n_levels": 5}
     assert math.isfinite(row["psnr"])
+
+
+def test_pogmdm_lipschitz_bound_holds_and_networks_keep_one():
+    # kappa(sigma) / sigma^2 bounds the score's Lipschitz constant (power iteration on the Jacobian);
+    # above 1 (overlapping filters), which is why annealed ULA takes smaller steps with this prior
+    from bayesmri.samplers.learned import ScorePrior
+
+    w = load_prior("pogmdm_native")
+    x0 = torch.rand(1, 32, 32, generator=torch.Generator().manual_seed(0))
+    for sigma in (0.05, 0.5, 2.0):
+        v = torch.randn(1, 32, 32, generator=torch.Generator().manual_seed(1))
+        for _ in range(25):
+            v = v / v.norm()
+            jv = (w.score(x0 + 1e-3 * v, sigma) - w.score(x0 - 1e-3 * v, sigma)) / 2e-3
+            v = jv
+        kappa = w.lipschitz_factor(sigma, (32, 32))
+        assert sigma**2 * float(jv.norm()) <= kappa * 1.01, (sigma, kappa)
+        assert kappa > 1
+    assert ScorePrior(w, scale=2.0).lipschitz_factor(1.0) == pytest.approx(w.lipschitz_factor(0.5))
+    assert ScorePrior(tiny_net()).lipschitz_factor(0.3) == 1.0
