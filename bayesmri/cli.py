@@ -55,9 +55,9 @@ USER_ERRORS = (ValueError, TypeError, OSError, MemoryError)
 
 
 def _one_line(exc) -> str:
-    # an exception or warning message on one line, at most 400 characters
+    # an exception or warning message on one line, at most 400 characters (unless it lists what is accepted)
     text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 400 else text[:397] + "..."
+    return text if len(text) <= 400 or getattr(exc, "full_line", False) else text[:397] + "..."
 
 
 def _format_warning(prog: str):

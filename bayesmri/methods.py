@@ -94,6 +94,9 @@ class MethodInfo:
     stochastic: bool = False
     #: Cheaper settings that ``bayesmri demo`` passes so that its defaults fit the 5-minute budget.
     demo_options: dict = field(default_factory=dict)
+    #: Defaults of the options the method takes through ``**options`` (those named in its signature are
+    #: read from it): :func:`bayesmri.options.method_options` joins both.
+    options: dict = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, MethodInfo] = {}
@@ -110,11 +113,14 @@ _discovered = False
 
 
 def register_method(name: str, description: str = "", *, stochastic: bool = False,
-                    demo_options: dict | None = None):
+                    demo_options: dict | None = None, options: dict | None = None):
     """Decorator registering ``fn`` under ``name`` (lower-case letters, digits, ``-``, ``_``).
 
     ``demo_options`` are keyword options that ``bayesmri demo`` passes to the method (reduced step
     counts for the demo's time budget); ``recon`` and the benchmarks use the method's own defaults.
+    ``options``: ``{key: default}`` of the options ``fn`` takes through ``**options`` (or whose signature
+    default, such as ``None``, stands for another value), what ``recon --list`` shows and ``recon --opt``
+    accepts (:mod:`bayesmri.options`).
     """
     if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_" for c in name):
         raise ValueError(f"method name must be a non-empty identifier of [a-z0-9_-], got {name!r}")
@@ -129,7 +135,7 @@ def register_method(name: str, description: str = "", *, stochastic: bool = Fals
         ):
             raise ValueError(f"method {name!r} is already registered by {old.fn.__module__}")
         _REGISTRY[name] = MethodInfo(name, fn, description or (fn.__doc__ or "").strip().split("\n")[0], stochastic,
-                                     dict(demo_options or {}))
+                                     dict(demo_options or {}), dict(options or {}))
         return fn
 
     return deco
@@ -269,9 +275,25 @@ def _regularised(name: str, recon_name: str, extra_options: frozenset = frozense
     return method
 
 
-sense_method = register_method("sense", "CG-SENSE with Tikhonov weight lam (deterministic)")(
-    _regularised("sense", "cg_sense", degree=2))
-tv_method = register_method("tv", "total-variation regularised least squares (deterministic)")(
-    _regularised("tv", "tv_recon"))
-l1wav_method = register_method("l1wav", "l1-wavelet regularised least squares (deterministic)")(
-    _regularised("l1wav", "l1_wavelet_recon", frozenset({"wavelet", "level"})))
+def _regularised_options(name: str, recon_name: str, extra_options: frozenset = frozenset()) -> dict:
+    """``{option: default}`` of a :func:`_regularised` method: the tuned weight and iterations, and the
+    defaults of the extra options in ``bayesmri.recon.<recon_name>``'s signature."""
+    import inspect
+
+    from . import recon
+
+    params = inspect.signature(getattr(recon, recon_name)).parameters
+    return {"lam": DEFAULT_LAMBDAS[name], "max_iter": DEFAULT_ITERS[name],
+            **{k: params[k].default for k in sorted(extra_options)}}
+
+
+def _register_regularised(name, description, recon_name, extra_options=frozenset(), degree=1):
+    return register_method(name, description, options=_regularised_options(name, recon_name, extra_options))(
+        _regularised(name, recon_name, extra_options, degree))
+
+
+sense_method = _register_regularised("sense", "CG-SENSE with Tikhonov weight lam (deterministic)", "cg_sense",
+                                     degree=2)
+tv_method = _register_regularised("tv", "total-variation regularised least squares (deterministic)", "tv_recon")
+l1wav_method = _register_regularised("l1wav", "l1-wavelet regularised least squares (deterministic)",
+                                     "l1_wavelet_recon", frozenset({"wavelet", "level"}))

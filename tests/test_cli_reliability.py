@@ -440,7 +440,8 @@ def test_chunked_chains_are_pooled_and_only_kept_samples_are_held(data, tmp_path
     runs = {}
     for name, extra in (("all", []), ("chunked", ["--chunk", "2", "--keep-samples", "1"])):
         out = tmp_path / name
-        r = cli("recon", one, "--method", "pula", "--samples", "3", "--out", out, "--no-progress", *extra)
+        r = cli("recon", one, "--method", "pula", "--samples", "3", "--out", out, "--no-progress", "--opt", "n_levels=20",
+                *extra)
         assert r.returncode == 0, r.stderr
         runs[name] = (np.load(out / "pula.npz"), json.loads((out / "metrics.json").read_text()))
     (a, ma), (b, mb) = runs["all"], runs["chunked"]
@@ -498,7 +499,8 @@ def test_partial_on_request_writes_finished_slices_marked_partial(data, tmp_path
     assert r.returncode == 0, r.stderr
     zf_before = snapshot(out)
     p = subprocess.Popen([sys.executable, "-m", "bayesmri.cli", "recon", str(four), "--method", "pula",
-                          "--samples", "2", "--out", str(out), "--partial"], stderr=subprocess.PIPE, env=ENV)
+                          "--samples", "2", "--out", str(out), "--partial", "--opt", "n_levels=20"],
+                         stderr=subprocess.PIPE, env=ENV)
     buf = b""
     while True:  # slice 0 done ("1/4" on the recon bar), slice 1's sampler running ("sigma=" after it)
         c = p.stderr.read1(4096)
@@ -521,7 +523,7 @@ def test_partial_on_request_writes_finished_slices_marked_partial(data, tmp_path
     assert {k: v for k, v in snapshot(out).items() if k.startswith("zf")} == {
         k: v for k, v in zf_before.items() if k.startswith("zf")}
     # a complete run of the method retires its partial result
-    r = cli("recon", four, "--method", "pula", "--out", out, "--no-progress")
+    r = cli("recon", four, "--method", "pula", "--out", out, "--no-progress", "--opt", "n_levels=20")
     assert r.returncode == 0, r.stderr
     met = json.loads((out / "metrics.json").read_text())
     assert "pula.partial" not in met and "pula" in met and "zf" in met

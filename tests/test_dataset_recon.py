@@ -137,7 +137,8 @@ def test_evaluate_follows_fastmri_definitions(dataset, tv_run, tmp_path):
 
 
 def test_torchrun_two_processes_give_the_outputs_of_one(dataset, tmp_path):
-    args = ["recon", dataset, "--method", "pula", "--samples", "2", "--slices", "0", "--no-progress"]
+    args = ["recon", dataset, "--method", "pula", "--samples", "2", "--slices", "0", "--no-progress",
+            "--opt", "n_levels=20"]  # plumbing, not quality: a quarter of the validated levels
     one = tmp_path / "one"
     two = tmp_path / "two"
     r1 = run_cli(*args, "--out", one)
@@ -164,7 +165,7 @@ def test_killed_run_restarts_without_redoing_finished_files(dataset, tmp_path, s
     out = tmp_path / "out"
     args = ["recon", str(dataset), "--method", method, "--out", str(out), "--no-progress"]
     # a sampler (it catches Ctrl-C itself), slow enough (seconds per file) for the signal to land in file 2
-    args += ["--samples", "2", "--slices", "0"]
+    args += ["--samples", "2", "--slices", "0", "--opt", "n_levels=20"]
     n_slices = 1
     p = subprocess.Popen([sys.executable, "-m", "bayesmri.cli", *args], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, env=ENV, text=True)

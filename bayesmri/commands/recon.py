@@ -60,7 +60,7 @@ def add_arguments(parser) -> None:
     from ..methods import available_methods
 
     names = available_methods()
-    parser.add_argument("input", type=Path, nargs="+",
+    parser.add_argument("input", type=Path, nargs="*",
                         help="k-space file: fastMRI-layout .h5 (e.g. written by `bayesmri "
                         "simulate`), ISMRMRD raw data .h5 or a BART .cfl/.hdr pair (docs/inputs.md); without --mask "
                         "the mask is the file's 'mask' dataset (applied to the k-space where the file holds data "
@@ -97,6 +97,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--weights", default=None, metavar="PATH",
                         help="weights of a learned method: .safetensors/.json pair or their stem "
                              "(default: the method's shipped weights)")
+    parser.add_argument("--prior", default=None, metavar="NAME",
+                        help="score prior of a score-based sampler (pula, ula-annealed, score-mri): score_native, "
+                             "score_small64, pogmdm, pogmdm_mri, pogmdm_native or a .safetensors path (default: the "
+                             "shipped score weights for the image size); --list shows them")
+    parser.add_argument("--opt", action="append", default=None, metavar="KEY=VALUE",
+                        help="a method option, e.g. --opt n_levels=40 --opt step=0.5 (repeatable; values are "
+                             "int/float/true/false/none or text); --list shows each method's options and defaults")
+    parser.add_argument("--list", action="store_true",
+                        help="list the methods, the score priors and each method's options with defaults, and exit")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads, at most the number of cores (default: 1)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     study = parser.add_argument_group(
@@ -984,10 +993,26 @@ def _retrospective_mask(args) -> RetrospectiveMask | None:
     return RetrospectiveMask(args.mask, R, args.acs, args.mask_seed)
 
 
+def method_options(args) -> dict | None:
+    """The method's keyword options from ``--weights``, ``--prior`` and ``--opt`` (checked, :mod:`bayesmri.options`)."""
+    from ..options import recon_options
+
+    return recon_options(args.method, weights=getattr(args, "weights", None), prior=getattr(args, "prior", None),
+                         opts=getattr(args, "opt", None))
+
+
 def run(args) -> int:
     from ..methods import method_info
 
+    if getattr(args, "list", False):
+        from ..options import format_method_list
+
+        print(format_method_list())
+        return 0
+    if not args.input:
+        raise ValueError("an input file is required (or --list to list the methods and their options)")
     info = method_info(args.method)  # unknown names fail here, before any file is touched
+    method_options(args)  # unknown options, values of the wrong type, a missing prior: before any file is read
     if args.samples is None:
         args.samples = DEFAULT_SAMPLES if info.stochastic else 1
     if args.samples < 1:
@@ -1028,7 +1053,7 @@ def _settings(args, path: Path, data: H5Input) -> dict:
     return {"input": str(path), "method": args.method, "samples": int(args.samples), "seed": int(args.seed),
             "keep_samples": int(args.keep_samples), "chunk": args.chunk,
             "weights": None if getattr(args, "weights", None) is None else str(args.weights),
-            "maps": getattr(args, "maps", None) or "espirit", "device": str(args.device), "threads": int(args.threads), "slices": list(data.slices),
+            "method_options": method_options(args), "maps": getattr(args, "maps", None) or "espirit", "device": str(args.device), "threads": int(args.threads), "slices": list(data.slices),
             "mask": args.mask, "acceleration": args.acceleration, "acs": args.acs, "mask_seed": args.mask_seed,
             "virtual_coils": getattr(args, "virtual_coils", None), "input_info": data.info}
 
@@ -1107,7 +1132,7 @@ def _run(args, path: Path, device) -> int:
     try:
         with io.atomic_dir(out, replace=replace, merge_json=["metrics.json"]) as stage:
             with tqdm(total=S, desc=f"recon {args.method}", disable=not progress, file=sys.stderr) as bar:
-                options = {"weights": str(args.weights)} if getattr(args, "weights", None) is not None else None
+                options = method_options(args)
                 try:
                     res = run_method(args.method, samples, n_samples=args.samples, seed=args.seed, device=device,
                                      maps="espirit", progress=progress, on_slice=lambda: bar.update(1),

@@ -38,11 +38,17 @@ def input_slice_count(path: Path) -> int:
 
 def dataset_options(args) -> dict:
     """The settings that determine a dataset run's outputs (JSON types): a resumed run must match them."""
-    return {"method": args.method, "samples": int(args.samples), "seed": int(args.seed),
+    from .recon import method_options
+
+    opts = method_options(args)
+    out = {"method": args.method, "samples": int(args.samples), "seed": int(args.seed),
             "keep_samples": int(args.keep_samples), "chunk": args.chunk,
             "weights": None if getattr(args, "weights", None) is None else str(args.weights), "maps": "espirit",
             "slices": args.slices, "mask": args.mask, "acceleration": args.acceleration, "acs": args.acs,
             "mask_seed": args.mask_seed, "virtual_coils": getattr(args, "virtual_coils", None)}
+    if opts and set(opts) != {"weights"}:  # --prior / --opt (absent otherwise: earlier runs stay resumable)
+        out["method_options"] = opts
+    return out
 
 
 def _default_out(inputs, spec, method: str) -> Path:
@@ -73,7 +79,9 @@ def run_dataset(args, device) -> int:
         warnings.warn(f"{local} processes x --threads {args.threads} exceed the {os.cpu_count()} CPU cores", stacklevel=2)
     mask = _retrospective_mask(args)
     options = dataset_options(args)
-    method_opts = {"weights": str(args.weights)} if getattr(args, "weights", None) is not None else None
+    from .recon import method_options
+
+    method_opts = method_options(args)
     progress = not args.no_progress and info.is_main
     from ..dataset_recon import SliceResult
 

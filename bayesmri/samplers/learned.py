@@ -132,6 +132,14 @@ class ScorePrior:
         m = q[lo] + (u - lo) * (q[lo + 1] - q[lo])
         return (m * self.scale).float()
 
+    def lipschitz_factor(self, sigma: float) -> float:
+        """``kappa >= 1`` with the score's Lipschitz constant at most ``kappa / sigma^2`` at the data's scale:
+        the network's ``lipschitz_factor(sigma / a)`` where it has one (a product of experts, e.g.
+        :class:`~bayesmri.priors.registry.PoGMDMScore`; ``sigma^2 L`` is scale-free), else 1 (a diffused
+        density's bound, what the step sizes of the Langevin samplers assume)."""
+        fn = getattr(self.model, "lipschitz_factor", None)
+        return max(1.0, float(fn(float(sigma) / self.scale))) if callable(fn) else 1.0
+
     def sigma_max_data(self) -> float | None:
         """The largest trained noise level in the data's units (``a * sigma_max``), if known."""
         return None if self.sigma_range is None else self.sigma_range[1] * self.scale

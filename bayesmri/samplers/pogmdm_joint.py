@@ -583,7 +583,13 @@ def pogmdm_joint_method(sample, *, n_samples: int = 10, generator=None, device="
 try:  # register with the CLI's method registry when it exists
     from ..methods import register_method
 
+    import inspect
+
+    # the **options go to JointPoGMDM: its keyword defaults, the method's own, and the data weighting
+    _sampler_defaults = {k: p.default for k, p in inspect.signature(JointPoGMDM).parameters.items()
+                         if k != "prior" and p.default is not p.empty}
     register_method("pogmdm-joint", "PoGMDM prior, joint image + coil-map posterior sampling (Nagler Alg. 1)",
-                    stochastic=True, demo_options=DEMO_OPTIONS)(pogmdm_joint_method)
+                    stochastic=True, demo_options=DEMO_OPTIONS,
+                    options={**_sampler_defaults, **METHOD_DEFAULTS, "weighting": "dcf"})(pogmdm_joint_method)
 except ImportError:  # pragma: no cover
     pass

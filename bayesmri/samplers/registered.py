@@ -17,9 +17,10 @@ multiplied by ``a``. The measurement noise is ``sample.noise_sigma`` (per comple
 or, when that is 0 (unknown, e.g. real data), estimated from the outer 2 % of the sampled k-space
 (:func:`estimate_noise_sigma`; an overestimate by up to 2x on small simulated images).
 
-Options common to the three methods: ``maps`` ("espirit"|"true"), ``prior`` (a
-:class:`~bayesmri.samplers.learned.ScorePrior`, a network with ``score``, or ``None`` for the shipped
-weights), ``weights`` (name or path of safetensors weights), ``scale`` (``"auto"`` or a float),
+Options common to the three methods (:data:`COMMON_OPTIONS`): ``maps`` ("espirit"|"true"), ``prior`` (a
+:class:`~bayesmri.samplers.learned.ScorePrior`, a network with ``score``, the name of a score prior of
+:mod:`bayesmri.priors.registry` such as ``score_native`` or ``pogmdm``, a weights path, or ``None`` for the
+shipped weights), ``weights`` (name or path of safetensors weights, the same as a ``prior`` name), ``scale`` (``"auto"`` or a float),
 ``noise_sigma``, ``chunk_size``, ``max_time`` (seconds; stop early and keep the chains), ``phase``,
 ``phase_width`` and ``phase_degree`` (below), ``tiling`` / ``tile_patch`` / ``tile_margin`` (how the network
 meets the image size: :func:`bayesmri.priors.patch.prior_for_size`; ``"auto"`` tiles a prior trained on crops
@@ -54,8 +55,9 @@ the default).
 ``phase="none"`` is Alg. 3 as published.
 Score-MRI's ``ssos``/``hybrid`` modes sample coil images and ignore it. ``final_denoise`` (default on)
 replaces the last chains by their Tweedie estimate at ``sigma_min``
-(:attr:`~bayesmri.samplers.base.Sampler.final_denoise`). The defaults are sized for ``bayesmri demo`` on a CPU
-(NFE 20-60); :data:`BENCH_OPTIONS` are the settings of ``benchmarks/bench_diffusion.py``.
+(:attr:`~bayesmri.samplers.base.Sampler.final_denoise`). The defaults (:data:`DEFAULTS`) are the settings
+validated on ``val`` for ``benchmarks/bench_diffusion.py`` (NFE 80-480); ``bayesmri demo`` runs cheaper ones
+(:data:`DEMO_OPTIONS`, NFE 10-60).
 """
 from __future__ import annotations
 
@@ -68,13 +70,10 @@ from ..methods import prepare, register_method
 from .base import Measurement
 from ..physics.phase import PhaseModulated, RealInput, fit_smooth_phase, lowres_phase
 from ..priors.patch import prior_for_size
-from .learned import (DEFAULT_SCORE_WEIGHTS, ScorePrior, data_scale, default_score_weights, least_squares_image,
-                      load_default_score_prior)
+from .learned import DEFAULT_SCORE_WEIGHTS, ScorePrior, data_scale, default_score_weights, least_squares_image
 
-__all__ = ["DEFAULTS", "BENCH_OPTIONS", "DEMO_OPTIONS", "estimate_noise_sigma", "resolve_prior", "run_sampler"]
+__all__ = ["DEFAULTS", "BENCH_OPTIONS", "DEMO_OPTIONS", "COMMON_OPTIONS", "estimate_noise_sigma", "resolve_prior", "run_sampler"]
 
-_COMMON = {"maps", "prior", "weights", "scale", "noise_sigma", "chunk_size", "max_time", "phase", "phase_width",
-           "phase_degree", "tiling", "tile_patch", "tile_margin", "virtual_coils"}
 
 #: Low-resolution phase window, as a fraction of the image size (64x64: the central 26x26 frequencies);
 #: 0.2 was best of {0.1, 0.2, 0.3} on 4 val slices at 64x64 (docs/samplers.md).
@@ -84,40 +83,50 @@ PHASE_MODES = ("lowres", "lowres-real", "fit", "fit-real", "none")
 PHASE = "fit"
 PHASE_DEGREE = 8
 
+#: The options common to the three methods, with their defaults (module doc); ``prior=None`` and
+#: ``weights=None``: the shipped score weights for the image size (:func:`default_score_weights`).
+COMMON_OPTIONS: dict = {"maps": "espirit", "prior": None, "weights": None, "scale": "auto", "noise_sigma": None,
+                        "chunk_size": None, "max_time": None, "phase": PHASE, "phase_width": PHASE_WIDTH,
+                        "phase_degree": PHASE_DEGREE, "tiling": "auto", "tile_patch": None, "tile_margin": 0,
+                        "virtual_coils": None}
+
 #: pULA's CG iterations per step for ``cg_iter="auto"``: the paper's 10 for Cartesian operators; 40 for
 #: non-Cartesian ones, whose normal operator (no density compensation, ||A||^2 = 13 for 64x64 radial R=4)
 #: 10 iterations leave at 42 % of the step's residual (4.9 % at 40; Cartesian GRO R=4: 13 % at 10), a noise
 #: floor in the samples (val radial R=4, 3 slices: 36.67 dB / 0.842 at 10, 39.04 / 0.963 at 40).
 CG_ITER_CARTESIAN, CG_ITER_NONCARTESIAN = 10, 40
 
-#: Default sampler parameters per method (noise levels in training-image units, see module doc).
+#: Default sampler parameters per method (noise levels in training-image units, see module doc): the
+#: settings validated on ``val`` (the notes at :data:`BENCH_OPTIONS`), used by ``recon``, the benchmarks
+#: and, with the cheaper :data:`DEMO_OPTIONS` on top, the demo.
 #: ``sigma_min`` = 0.03 (with the final Tweedie step) was chosen on 4 ``val`` slices (GRO R=4, Poisson R=8,
 #: 64x64, pULA P = 8, weights ``score_small64``) from {0.01, 0.02, 0.03, 0.05}: PSNR 35.40 / 34.92 /
 #: 34.37 / 32.89 dB, SSIM 0.891 / 0.913 / 0.935 / 0.848 (TV: 31.37 dB, 0.923); the network's residual
 #: noise at the lowest levels costs SSIM in the (zero) background.
 DEFAULTS: dict[str, dict] = {
-    "pula": dict(n_levels=20, n_steps=1, sigma_max=1.0, sigma_min=0.03, step=0.5, cg_iter="auto", cg_tol=1e-6,
+    "pula": dict(n_levels=80, n_steps=1, sigma_max=1.0, sigma_min=0.03, step=0.5, cg_iter="auto", cg_tol=1e-6,
                  final_denoise=True),
-    "ula-annealed": dict(n_levels=60, n_steps=1, sigma_max=1.0, sigma_min=0.03, gamma=0.5, init="noise",
+    "ula-annealed": dict(n_levels=480, n_steps=1, sigma_max=1.0, sigma_min=0.03, gamma=1.5, init="noise",
                          final_denoise=True, likelihood_schedule="geometric"),
-    "score-mri": dict(n_levels=100, n_corrector=1, sigma_max=30.0, sigma_min=0.03, snr=0.16, t0=0.3,
+    "score-mri": dict(n_levels=200, n_corrector=3, sigma_max=30.0, sigma_min=0.03, snr=0.45, t0=0.3,
                       mode="complex", lam=1.0, hybrid_every=1, final_denoise=True, noisy_data=False,
-                      dc_cg_iter=0, likelihood="project", lik_cap=0.5),
+                      dc_cg_iter=5, likelihood="project", lik_cap=0.5),
 }
 # likelihood_schedule="additive" (annealed ULA) and likelihood="annealed" (Score-MRI) are the variants that
 # pass simulation-based calibration on an exact prior (docs/uncertainty.md); the published ones stay the
 # defaults until their PSNR/SSIM on val is measured.
 
-#: Reduced settings for ``bayesmri demo`` (5-minute budget on 2 CPU cores; the demo runs at 64x64, ~190 s in all).
+#: Reduced settings for ``bayesmri demo`` over :data:`DEFAULTS` (5-minute budget on 2 CPU cores; the demo
+#: runs at 128 x 128 in under 5 minutes): fewer levels than the validated settings, Score-MRI without the
+#: extra correctors and the proximal data consistency (the measured cost of each choice: docs/realsize.md,
+#: "The demo at 128").
 DEMO_OPTIONS: dict[str, dict] = {
     "pula": dict(n_levels=10),
-    # The demo runs at 128 x 128 in under 5 minutes: annealed ULA and Score-MRI get fewer levels than
-    # their benchmark settings (the measured cost of each choice: docs/realsize.md, "The demo at 128").
     "ula-annealed": dict(n_levels=40, gamma=1.0),
-    "score-mri": dict(n_levels=30, t0=0.3),
+    "score-mri": dict(n_levels=30, t0=0.3, n_corrector=1, snr=0.16, dc_cg_iter=0),
 }
 
-#: Full settings used by ``benchmarks/bench_diffusion.py``, chosen on ``val`` (64x64, 8 coils, P = 8,
+#: Settings used by ``benchmarks/bench_diffusion.py`` (:data:`DEFAULTS`, which they chose), from ``val`` (64x64, 8 coils, P = 8,
 #: ``benchmarks/tune_diffusion.py``; mean PSNR / SSIM, TV in brackets):
 #:
 #: * pULA, 3 slices: 40 -> 80 levels: GRO R=4 35.57 / 0.935 -> 35.87 / 0.936 (31.92 / 0.926), Poisson R=8
@@ -168,9 +177,10 @@ DEMO_OPTIONS: dict[str, dict] = {
 #: **40: 39.04 / 0.963** (chosen: one setting for every operator, as the paper keeps its settings across
 #: masks, coils and radial); GRO R=4: 10: 37.76 / 0.940; 40: 37.56 / 0.943.
 BENCH_OPTIONS: dict[str, dict] = {
-    "pula": dict(n_levels=80, n_steps=1, sigma_max=1.0, cg_iter=40),
-    "ula-annealed": dict(n_levels=480, n_steps=1, sigma_max=1.0, gamma=1.5),
-    "score-mri": dict(n_levels=200, n_corrector=3, t0=0.3, dc_cg_iter=5, snr=0.45),
+    # the benchmarks keep the one CG setting for every operator; recon's "auto" is 10 on Cartesian data
+    "pula": dict(DEFAULTS["pula"], cg_iter=40),
+    "ula-annealed": dict(DEFAULTS["ula-annealed"]),
+    "score-mri": dict(DEFAULTS["score-mri"]),
 }
 
 
@@ -199,17 +209,20 @@ def estimate_noise_sigma(y: torch.Tensor, frac: float = 0.02) -> float:
     return med / math.sqrt(math.log(2)) if med > 0 else 1.0
 
 
-def resolve_prior(prior=None, weights: str | None = None, device="cpu", chunk_size=None) -> ScorePrior:
-    """A :class:`ScorePrior` (scale 1) from a ScorePrior, a network with ``score``, or shipped weights."""
+def resolve_prior(prior=None, weights: str | None = None, device="cpu", chunk_size=None, shape=None) -> ScorePrior:
+    """A :class:`ScorePrior` (scale 1) from a ScorePrior, a network with ``score``, a prior name or weights path
+    (:func:`bayesmri.priors.registry.load_prior`, for images of ``shape``), or the shipped weights."""
+    from ..priors.registry import load_prior
+
     if prior is None:
-        return load_default_score_prior(weights or DEFAULT_SCORE_WEIGHTS, device=device, chunk_size=chunk_size)
+        prior = weights or DEFAULT_SCORE_WEIGHTS
     if isinstance(prior, ScorePrior):
         return prior
     if isinstance(prior, str):
-        return load_default_score_prior(prior, device=device, chunk_size=chunk_size)
+        return ScorePrior(load_prior(prior, shape, device), chunk_size=chunk_size)
     if hasattr(prior, "score"):
         return ScorePrior(prior, chunk_size=chunk_size)
-    raise TypeError(f"prior must be a ScorePrior, a network with score(x, sigma), a weights name or None, "
+    raise TypeError(f"prior must be a ScorePrior, a network with score(x, sigma), a prior name or None, "
                     f"got {type(prior).__name__}")
 
 
@@ -243,10 +256,10 @@ def run_sampler(name: str, sample, *, n_samples=1, generator=None, device="cpu",
     """
     if name not in DEFAULTS:
         raise ValueError(f"unknown diffusion method {name!r}; choose one of {sorted(DEFAULTS)}")
-    bad = set(options) - _COMMON - set(DEFAULTS[name])
+    bad = set(options) - set(COMMON_OPTIONS) - set(DEFAULTS[name])
     if bad:
         raise ValueError(f"method {name!r} got unknown option(s) {', '.join(sorted(bad))}; allowed: "
-                         f"{', '.join(sorted(_COMMON | set(DEFAULTS[name])))}")
+                         f"{', '.join(sorted(set(COMMON_OPTIONS) | set(DEFAULTS[name])))}")
     p = dict(DEFAULTS[name])
     p.update({k: v for k, v in options.items() if k in DEFAULTS[name]})
     maps = options.get("maps", "espirit")
@@ -258,7 +271,9 @@ def run_sampler(name: str, sample, *, n_samples=1, generator=None, device="cpu",
         p["cg_iter"] = CG_ITER_NONCARTESIAN if isinstance(op, NonCartesianMRI) else CG_ITER_CARTESIAN
     H, W = op.domain_shape[-2:]
     weights = options.get("weights") or (None if options.get("prior") is not None else default_score_weights((H, W)))
-    prior = resolve_prior(options.get("prior"), weights, device, options.get("chunk_size"))
+    if options.get("prior") is not None and options.get("weights"):
+        raise ValueError(f"method {name!r}: give prior or weights, not both (both name a score prior)")
+    prior = resolve_prior(options.get("prior"), weights, device, options.get("chunk_size"), (H, W))
     tiling = options.get("tiling", "auto")
     net = prior_for_size(prior.model, (H, W), tiling, options.get("tile_patch"), int(options.get("tile_margin", 0)),
                          seed=_tiling_seed(generator))
@@ -316,26 +331,25 @@ def run_sampler(name: str, sample, *, n_samples=1, generator=None, device="cpu",
     return res
 
 
-_DOC = (" Options: {}; common: maps, prior, weights, scale, noise_sigma, chunk_size, max_time, phase, "
-        "phase_width, phase_degree, tiling, tile_patch, tile_margin, virtual_coils.")
+_DOC = " Options: {}; common: " + ", ".join(COMMON_OPTIONS) + "."
 
 
 @register_method("pula", "diffusion prior, exact likelihood, preconditioned ULA (Holliber, Uecker et al.)",
-                 stochastic=True, demo_options=DEMO_OPTIONS["pula"])
+                 stochastic=True, demo_options=DEMO_OPTIONS["pula"], options={**COMMON_OPTIONS, **DEFAULTS["pula"]})
 def pula_method(sample, *, n_samples=1, generator=None, device="cpu", progress=False, **options):
     return run_sampler("pula", sample, n_samples=n_samples, generator=generator, device=device,
                        progress=progress, **options)
 
 
 @register_method("ula-annealed", "diffusion prior, annealed likelihood, ULA (Jalal et al.)", stochastic=True,
-                 demo_options=DEMO_OPTIONS["ula-annealed"])
+                 demo_options=DEMO_OPTIONS["ula-annealed"], options={**COMMON_OPTIONS, **DEFAULTS["ula-annealed"]})
 def ula_annealed_method(sample, *, n_samples=1, generator=None, device="cpu", progress=False, **options):
     return run_sampler("ula-annealed", sample, n_samples=n_samples, generator=generator, device=device,
                        progress=progress, **options)
 
 
 @register_method("score-mri", "diffusion prior, Score-MRI predictor-corrector with data consistency (Chung & Ye)",
-                 stochastic=True, demo_options=DEMO_OPTIONS["score-mri"])
+                 stochastic=True, demo_options=DEMO_OPTIONS["score-mri"], options={**COMMON_OPTIONS, **DEFAULTS["score-mri"]})
 def score_mri_method(sample, *, n_samples=1, generator=None, device="cpu", progress=False, **options):
     return run_sampler("score-mri", sample, n_samples=n_samples, generator=generator, device=device,
                        progress=progress, **options)

@@ -10,9 +10,10 @@ and one ULA step is the Euler-Maruyama step
 
     x <- x + tau_i [ c / rho_i^2 A^H (y - A x) + s(x, sigma_i) ] + sqrt(2 tau_i) xi,
 
-``xi`` white with unit variance per real component, ``tau_i = gamma / (sigma_i^-2 + c lambda_max /
+``xi`` white with unit variance per real component, ``tau_i = gamma / (kappa_i sigma_i^-2 + c lambda_max /
 rho_i^2)`` with ``lambda_max = ||A||^2`` (GUIDE sec. 4; BART ``sample --posterior`` without
-preconditioning). **Exact likelihood**: ``rho_i = nu`` (the noise std) at every level.
+preconditioning) and ``kappa_i = prior.lipschitz_factor(sigma_i)`` (1 for a score network; larger for a
+product of experts such as PoGMDM). **Exact likelihood**: ``rho_i = nu`` (the noise std) at every level.
 **Annealed likelihood** (Jalal et al. 2021; Holliber et al. eq. 6 and eq. 12): the data noise grows
 with the diffusion level, geometrically from ``rho(0) = nu`` to ``rho(1) = sigma_max sqrt(c lambda_max)``
 so that at ``sigma_max`` the Lipschitz constants of likelihood and prior balance (eq. 12):
@@ -88,12 +89,14 @@ class ULA(Sampler):
             x = self.sigma_max * white_noise(shape, AHy.dtype, AHy.device, g)
         self._state["x"] = x
         sigmas = geometric_sigmas(self.sigma_max, self.sigma_min, self.n_levels)
+        # a prior stiffer than a diffused density (ScorePrior.lipschitz_factor) gets smaller steps
+        kappa = getattr(getattr(score, "prior", None), "lipschitz_factor", lambda sigma: 1.0)
         taus, rhos = [], []
         for i in self._levels(self.n_levels, progress):
             sig = float(sigmas[i])
             t = (self.n_levels - 1 - i) / self.n_levels
             rho = self.rho(t, nu, c, lam)
-            tau = self.gamma / (sig**-2 + c * lam / rho**2)
+            tau = self.gamma / (kappa(sig) * sig**-2 + c * lam / rho**2)
             taus.append(tau)
             rhos.append(rho)
             for _ in range(self.n_steps):

@@ -22,7 +22,7 @@ METHODS = ("pula", "ula-annealed", "score-mri")
 FAST = {  # few levels: the tests check plumbing and properties, not image quality
     "pula": dict(n_levels=4),
     "ula-annealed": dict(n_levels=30),
-    "score-mri": dict(n_levels=10, t0=0.5),
+    "score-mri": dict(n_levels=10, t0=0.5, n_corrector=1),
 }
 NFE = {"pula": 4, "ula-annealed": 30, "score-mri": 2 * 5}  # + 1 for the default final Tweedie step
 
