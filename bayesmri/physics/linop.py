@@ -415,6 +415,13 @@ class _Composite(LinearOperator):
 
     parts: tuple = ()
 
+    def _wrap(self, op: LinearOperator, domain_shape, range_shape, dtype, range_dtype) -> None:
+        # one operand: its batch and device, the given shapes and dtypes
+        self.op, self.parts = op, (op,)
+        self.domain_shape, self.range_shape = domain_shape, range_shape
+        self.dtype, self.range_dtype = dtype, range_dtype
+        self.batch_size, self.device = op.batch_size, op.device
+
     def to(self, device) -> "LinearOperator":
         for op in self.parts:
             op.to(device)
@@ -426,11 +433,7 @@ class Adjoint(_Composite):
     """``A^H`` as an operator (``A.H``); ``A.H.H`` is ``A`` itself."""
 
     def __init__(self, op: LinearOperator):
-        self.op = op
-        self.parts = (op,)
-        self.domain_shape, self.range_shape = op.range_shape, op.domain_shape
-        self.dtype, self.range_dtype = op.range_dtype, op.dtype
-        self.batch_size, self.device = op.batch_size, op.device
+        self._wrap(op, op.range_shape, op.domain_shape, op.range_dtype, op.dtype)
 
     def A(self, x):
         return self.op.A_adjoint(x)
@@ -448,11 +451,7 @@ class Normal(_Composite):
     operator of a subclass (a Toeplitz NUFFT, a Cartesian mask product) is kept. Self-adjoint."""
 
     def __init__(self, op: LinearOperator):
-        self.op = op
-        self.parts = (op,)
-        self.domain_shape = self.range_shape = op.domain_shape
-        self.dtype = self.range_dtype = op.dtype
-        self.batch_size, self.device = op.batch_size, op.device
+        self._wrap(op, op.domain_shape, op.domain_shape, op.dtype, op.dtype)
 
     def A(self, x):
         return self.op.normal(x)
@@ -538,11 +537,8 @@ class Scaled(_Composite):
         scale = _check_scalar(scale)
         if isinstance(op, Scaled):  # a * (b * A) = (a b) * A
             scale, op = scale * op.scale, op.op
-        self.scale, self.op = scale, op
-        self.parts = (op,)
-        self.domain_shape, self.range_shape = op.domain_shape, op.range_shape
-        self.dtype, self.range_dtype = op.dtype, op.range_dtype
-        self.batch_size, self.device = op.batch_size, op.device
+        self.scale = scale
+        self._wrap(op, op.domain_shape, op.range_shape, op.dtype, op.range_dtype)
 
     def A(self, x):
         return self.scale * self.op.A(x)
