@@ -448,7 +448,8 @@ class Adjoint(_Composite):
 
 class Normal(_Composite):
     """``A^H A`` as an operator (what ``A.H @ A`` gives): applies ``A.normal``, so every fast normal
-    operator of a subclass (a Toeplitz NUFFT, a Cartesian mask product) is kept. Self-adjoint."""
+    operator of a subclass (SENSE's FFT pair without the coil sum between, a 1-D mask's 1-D FFT) is kept.
+    Self-adjoint."""
 
     def __init__(self, op: LinearOperator):
         self._wrap(op, op.domain_shape, op.domain_shape, op.dtype, op.dtype)
