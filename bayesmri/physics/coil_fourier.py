@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from .._validate import check_trajectory
+from .cartesian import as_mask4d
 from .fft import fft2c, ifft2c
 from .linop import Diagonal, LinearOperator
 
@@ -48,7 +49,8 @@ class CoilFourier(LinearOperator):
 
 
 class CartesianCoilFourier(CoilFourier):
-    """``F = M fft2c`` with a 0/1 mask ``M`` broadcasting to ``(H, W)`` (``(W,)`` or ``(H, W)``).
+    """``F = M fft2c`` with a 0/1 mask ``M`` broadcasting to ``(H, W)`` (``(W,)`` or ``(H, W)``, or the 3-/4-D
+    mask of an MRI operator, kept as it is: Score-MRI's per-coil model of a SENSE operator).
 
     ``F^H F = ifft2c M fft2c`` is a projection, so ``norm = 1``; k-space data ``(C, H, W)``, zeros
     off the mask.
@@ -57,15 +59,19 @@ class CartesianCoilFourier(CoilFourier):
     def __init__(self, mask: torch.Tensor, img_shape: tuple[int, int], device=None, ncoils: int = 1):
         H, W = img_shape
         mask = torch.as_tensor(mask, dtype=torch.float32, device=device)
-        if mask.ndim == 1:
+        if mask.ndim in (3, 4):  # an MRI operator's mask, (B|1, C|1, H|1, W|1): kept as it broadcasts
+            self.mask = as_mask4d(mask, H, W)
+            mask = None
+        elif mask.ndim == 1:
             if mask.shape[0] != W:
                 raise ValueError(f"1-D mask has length {mask.shape[0]}, expected W={W}")
             mask = mask.expand(H, W)
-        if mask.ndim != 2 or tuple(mask.shape) != (H, W):
-            raise ValueError(f"mask shape {tuple(mask.shape)} does not broadcast to {(H, W)}")
-        if not bool((mask != 0).any()):
-            raise ValueError("mask samples nothing")
-        self.mask = mask.reshape(1, 1, H, W)
+        if mask is not None:
+            if mask.ndim != 2 or tuple(mask.shape) != (H, W):
+                raise ValueError(f"mask shape {tuple(mask.shape)} does not broadcast to {(H, W)}")
+            if not bool((mask != 0).any()):
+                raise ValueError("mask samples nothing")
+            self.mask = mask.reshape(1, 1, H, W)
         self.img_shape = (H, W)
         self.data_shape = (H, W)
         self.device = self.mask.device

@@ -158,3 +158,16 @@ def test_composite_moves_its_parts_to_a_device():
     S = _sense()
     op = PhaseModulated(S, torch.ones(H, W, dtype=torch.complex64)) + S
     assert op.to("cpu") is op and S.device == torch.device("cpu")
+
+
+def test_coil_fourier_operators_are_adjoint_and_match_sense():
+    from bayesmri.physics import CartesianCoilFourier, NonCartesianCoilFourier
+
+    S = _sense()
+    F = CartesianCoilFourier(S.mask, (H, W), ncoils=4)  # the SENSE operator's own 4-D mask
+    assert F.adjointness_test() < 2e-6
+    x = S.random_domain(0, batch=2)
+    torch.testing.assert_close(F.A(S.maps * x[:, None]), S.A(x))  # F(S_c x) = SENSE, an independent FFT path
+    torch.testing.assert_close((S.maps.conj() * F.A_adjoint(S.A(x))).sum(1), S.normal(x))
+    Fn = NonCartesianCoilFourier(radial_trajectory(8, 24), (H, W), weighting="none", ncoils=3)
+    assert Fn.adjointness_test() < 2e-6
