@@ -24,6 +24,7 @@ Operators compose, so a combination needs no class of its own:
 """
 from __future__ import annotations
 
+import numbers
 from typing import Callable
 
 import torch
@@ -322,8 +323,9 @@ def _check_scalar(a):
         raise TypeError("an operator can be scaled by a number, not a bool")
     if isinstance(a, (int, float, complex)):
         return a
-    if isinstance(a, torch.Tensor) and a.ndim == 0:
-        return a.item()
+    if isinstance(a, numbers.Number) or (isinstance(a, torch.Tensor) and a.ndim == 0):  # numpy / 0-d tensor
+        v = complex(a)
+        return v if v.imag else v.real
     raise TypeError(f"an operator can be scaled by a number, got {type(a).__name__} "
                     "(compose with Diagonal(d, shape) for a pixel-wise weight)")
 
@@ -457,12 +459,8 @@ class Normal(_Composite):
     def A(self, x):
         return self.op.normal(x)
 
-    def A_adjoint(self, y):
-        return self.op.normal(y)
-
-    @property
-    def H(self) -> LinearOperator:
-        return self
+    A_adjoint = A  # self-adjoint
+    H = property(lambda self: self)
 
 
 class Product(_Composite):

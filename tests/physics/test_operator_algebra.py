@@ -101,6 +101,10 @@ def test_scaled_scales_the_norm_and_nested_scalars_collapse():
     s = (2 * (3 * A))
     assert isinstance(s, Scaled) and s.scale == 6 and s.op is A
     assert abs(((1 + 1j) * A).compute_norm() - 2 * A.compute_norm()) < 1e-8 * A.compute_norm()
+    import numpy as np
+
+    for a in (np.float32(2.5), torch.tensor(2.5), np.complex64(1j)):
+        torch.testing.assert_close((a * A).A(A.random_domain(0)), complex(a) * A.A(A.random_domain(0)))
     s3 = A + A + A
     assert isinstance(s3, Sum) and len(s3.parts) == 3
 
