@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -299,24 +297,17 @@ def refine_sample(model: ConditionalINN, forward_op, y: torch.Tensor, c: torch.T
 
 
 def save_cinn(model: ConditionalINN, stem, metadata: dict | None = None) -> Path:
-    """Write ``stem.safetensors`` + ``stem.json`` atomically (temp file + rename)."""
+    """Write ``stem.safetensors`` + ``stem.json`` atomically (:func:`bayesmri.io.atomic_path`)."""
     from safetensors.torch import save_file
 
+    from ..io import atomic_path, atomic_write
+
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    for suffix, writer in ((".safetensors", lambda p: save_file(sd, p)),
-                           (".json", lambda p: Path(p).write_text(json.dumps(
-                               {"model_type": model.model_type, "config": model.config, **(metadata or {})}, indent=2)))):
-        fd, tmp = tempfile.mkstemp(prefix=f".{stem.name}.", suffix=suffix, dir=stem.parent)
-        os.close(fd)
-        try:
-            writer(tmp)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, str(stem) + suffix)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    text = json.dumps({"model_type": model.model_type, "config": model.config, **(metadata or {})}, indent=2)
+    with atomic_path(str(stem) + ".safetensors") as tmp:
+        save_file(sd, str(tmp))
+    atomic_write(str(stem) + ".json", text)
     return stem.with_suffix(".safetensors")
 
 
@@ -348,6 +339,13 @@ def default_weights() -> Path:
 
 
 DEFAULT_WEIGHTS = default_weights()
+
+
+def mri_training_mask(size: int, seed: int = 0) -> torch.Tensor:
+    """The mask of the single-coil MRI cINN's training data (Denker et al.): uniform 1-D, R = 4, 8 % ACS lines."""
+    from ..physics.masks import make_mask
+
+    return make_mask("uniform1d", (size, size), 4, num_acs=max(1, round(0.08 * size)), seed=seed)
 
 
 def mri_condition(zf: torch.Tensor, img_shape: tuple[int, int]):
@@ -482,13 +480,11 @@ def _in_training_family(sample, kind: str) -> bool:
     """Whether ``sample``'s acquisition is of the family the weights were trained on."""
     if kind == "multicoil_sense_adjoint_phase_normalised":
         return sample.metadata.get("pattern") in ("gro", "poisson") and sample.ncoils > 1
-    from ..train.cinn import _mri_mask
-
     H, W = sample.img_shape
     m = sample.mask
     if sample.ncoils != 1 or m is None or m.ndim != 1 or H != W:
         return False
-    return bool(torch.equal(m.float().cpu().reshape(-1), _mri_mask(W).float().reshape(-1)))
+    return bool(torch.equal(m.float().cpu().reshape(-1), mri_training_mask(W).float().reshape(-1)))
 
 
 _register()

@@ -69,9 +69,9 @@ class CINNProblem:
 
 
 def _mri_mask(size, seed=0):
-    from ..physics.masks import make_mask
+    from ..flows.cinn import mri_training_mask
 
-    return make_mask("uniform1d", (size, size), 4, num_acs=max(1, round(0.08 * size)), seed=seed)
+    return mri_training_mask(size, seed)
 
 
 def _mri(size, n_train, n_test, seed, noise=0.01, **_):
@@ -125,7 +125,7 @@ def multicoil_condition(sample, maps="true"):
 
 
 def _mri_multicoil(size, n_train, n_test, seed, repeats=4, coils=8, snr=30.0, **_):
-    from ..commands.simulate import simulate_builtin
+    from ..data.simulate import simulate_builtin
     from ..data import num_slices
 
     def prep(split, n, reps, s0):
