@@ -43,6 +43,7 @@ from bayesmri.physics.coils import birdcage_maps  # noqa: E402
 from bayesmri.physics.phase import RealInput  # noqa: E402
 from bayesmri.priors import gaussian_mixture_image_prior  # noqa: E402
 from bayesmri.samplers import PULA, ULA, AnnealedULA, ScoreMRI  # noqa: E402
+from bayesmri.calibration import calibration_statistics  # noqa: E402
 from bayesmri.samplers.sbc import gmm_exact_sampler, run_sbc  # noqa: E402
 
 CLASSES = {"pula": PULA, "ula": ULA, "ula-annealed": AnnealedULA, "score-mri": ScoreMRI}
@@ -133,23 +134,25 @@ def fmt(rep) -> str:
 
 
 def test_split(args):
-    """The same statistics on built-in test slices (prior mismatch): registered methods, true coil maps.
+    """The same statistics on built-in slices (``--split test``: prior mismatch; ``val``): registered methods.
 
     Truth = the simulated complex image; samples = ``L`` draws of the registered method with the
-    benchmark settings (``BENCH_OPTIONS``) updated by the row's options. Coverage and P-gain then mix sampler
-    error with the prior's mismatch to the test brain (``docs/uncertainty.md``).
+    benchmark settings (``BENCH_OPTIONS``) updated by the row's options, true coil maps. Coverage and
+    P-gain then mix sampler error with the prior's mismatch to the slices (``docs/uncertainty.md``). The
+    last columns are the magnitude PSNR / SSIM of the mean of the first 8 samples (what ``recon`` reports
+    at P = 8), averaged over the slices.
     """
-    from bayesmri.calibration import calibration_statistics
+    from bayesmri.metrics import psnr, ssim
     from bayesmri.commands.simulate import simulate_builtin
     from bayesmri.methods import get_method
     from bayesmri.samplers.registered import BENCH_OPTIONS
 
     pattern, R = args.pattern.split(":")
-    ss = simulate_builtin("test", args.test_split, pattern, float(R), 8, 30.0, 0, 64)
-    print(f"# test split: {len(ss)} slices, {pattern} R={R}, 8 coils, SNR 30 dB, 64x64, true maps, "
+    ss = simulate_builtin(args.split, args.test_split, pattern, float(R), 8, 30.0, 0, 64)
+    print(f"# {args.split} split: {len(ss)} slices, {pattern} R={R}, 8 coils, SNR 30 dB, 64x64, true maps, "
           f"L = {args.samples}, seed {args.seed}")
     print("| row | coverage 50 / 90 / 95 % | se(90) | p uniform (clustered, Pearson) | std ratio | gain P=8 (theory) "
-          "| gain max P (theory) | NFE | s |")
+          "| gain max P (theory) | NFE | s | PSNR / SSIM (P = 8) |")
     out = {}
     for spec in args.rows:
         name, _, rest = spec.partition(":")
@@ -158,16 +161,20 @@ def test_split(args):
             k, _, v = kv.partition("=")
             opts[k] = _value(v)
         t0 = time.perf_counter()
-        xs, truth, nfe = [], [], 0
+        xs, truth, nfe, ps, ss_ = [], [], 0, [], []
         for i, smp in enumerate(ss):
             res = get_method(name)(smp, n_samples=args.samples, generator=args.seed + i, maps="true", **opts)
             xs.append(res.samples.reshape(args.samples, 64, 64).to(torch.complex64))
             truth.append(smp.target.to(torch.complex64))
-            nfe = int(res.nfe)
+            nfe = int(getattr(res, "nfe", 0) or 0)
+            m8 = xs[-1][:8].mean(0).abs()
+            ps.append(float(psnr(m8, truth[-1].abs())))
+            ss_.append(float(ssim(m8, truth[-1].abs())))
         rep = calibration_statistics(torch.stack(truth), torch.stack(xs, 1), generator=args.seed,
                                      info={"nfe": nfe, "wall_time": time.perf_counter() - t0})
-        print(f"| {spec} | {fmt(rep)} |", flush=True)
-        out[spec] = {"options": opts, **rep.as_dict()}
+        q = f"{sum(ps) / len(ps):.2f} / {sum(ss_) / len(ss_):.3f}"
+        print(f"| {spec} | {fmt(rep)} | {q} |", flush=True)
+        out[spec] = {"options": opts, "psnr": ps, "ssim": ss_, **rep.as_dict()}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=1, default=float))
@@ -185,7 +192,8 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path, default=None, help="write the summaries here")
     ap.add_argument("--test-split", type=int, default=0, metavar="N",
-                    help="instead of SBC: the statistics on N built-in test slices for registered methods (--rows)")
+                    help="instead of SBC: the statistics on N built-in slices (--split) for registered methods (--rows)")
+    ap.add_argument("--split", default="test", choices=("test", "val"), help="built-in split for --test-split")
     ap.add_argument("--pattern", default="gro:4", help="mask for --test-split, pattern:acceleration")
     args = ap.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -207,12 +215,28 @@ def main(argv=None):
             sampler = gmm_exact_sampler(truths, op)
         else:
             sampler = CLASSES[name](**opts)
+            if opts.get("final_denoise") == "both":
+                sampler.final_denoise = False
         t0 = time.perf_counter()
-        rep = run_sbc(sampler, truths, op, nu, n_replicates=args.replicates, n_samples=args.samples,
-                      generator=args.seed, sampler_prior=score_prior, chunk=args.chunk)
+        rep, x, samples, _ = run_sbc(sampler, truths, op, nu, n_replicates=args.replicates, n_samples=args.samples,
+                                     generator=args.seed, sampler_prior=score_prior, chunk=args.chunk,
+                                     return_samples=True)
         rep.info["total_time"] = time.perf_counter() - t0
-        print(f"| {spec} | {fmt(rep)} |", flush=True)
-        out[spec] = {"options": opts, **rep.as_dict()}
+        if opts.get("final_denoise") != "both":
+            print(f"| {spec} | {fmt(rep)} |", flush=True)
+            out[spec] = {"options": opts, **rep.as_dict()}
+            continue
+        # the same chains with and without the final Tweedie step x + sigma_min^2 s(x, sigma_min)
+        print(f"| {spec} [no Tweedie] | {fmt(rep)} |", flush=True)
+        out[spec + " [no Tweedie]"] = {"options": opts, **rep.as_dict()}
+        smin = float(opts["sigma_min"])
+        with torch.no_grad():
+            flat = samples.reshape(-1, *samples.shape[2:])
+            tw = flat + smin**2 * score_prior.score(flat.reshape(flat.shape[0], *flat.shape[-2:]), smin).reshape(flat.shape)
+        rep2 = calibration_statistics(x, tw.reshape(samples.shape).to(x.dtype), generator=args.seed,
+                                      info=dict(rep.info, nfe=rep.info["nfe"] + 1))
+        print(f"| {spec} [Tweedie] | {fmt(rep2)} |", flush=True)
+        out[spec + " [Tweedie]"] = {"options": opts, **rep2.as_dict()}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=1, default=float))
