@@ -95,14 +95,15 @@ def parse_row(spec: str, base: dict):
 class LearnedTruths:
     """Truths from the learned prior's unconditional sampler (``sample_prior``, image mean from the weights)."""
 
-    def __init__(self, prior, shape, n_levels=100, device="cpu"):
+    def __init__(self, prior, shape, n_levels=100, device="cpu", sigma_max=10.0, sigma_min=0.01):
         self.prior, self.shape, self.n_levels, self.device = prior, shape, n_levels, device
+        self.sigma_max, self.sigma_min = sigma_max, sigma_min
 
     def sample(self, n, generator=None):
         from bayesmri.samplers.learned import sample_prior
 
         return sample_prior(self.prior, n, self.shape, n_levels=self.n_levels, mean="prior", generator=generator,
-                            device=self.device)
+                            device=self.device, sigma_max=self.sigma_max, sigma_min=self.sigma_min)
 
 
 def problem(args):
@@ -118,7 +119,7 @@ def problem(args):
     maps = birdcage_maps((8, H, W), dtype=torch.complex64).unsqueeze(0).to(args.device)
     mask = make_mask("gro", (H, W), 4).to(args.device)
     op = RealInput(MultiCoilMRI(maps, mask))
-    return LearnedTruths(sp, (H, W), device=args.device), sp, op, 0.05 if args.noise is None else args.noise, \
+    return LearnedTruths(sp, (H, W), args.truth_levels, args.device, args.truth_sigma[0], args.truth_sigma[1]), sp, op, 0.05 if args.noise is None else args.noise, \
         LEARNED_BASE, LEARNED_ROWS
 
 
@@ -193,6 +194,9 @@ def main(argv=None):
     ap.add_argument("--json", type=Path, default=None, help="write the summaries here")
     ap.add_argument("--test-split", type=int, default=0, metavar="N",
                     help="instead of SBC: the statistics on N built-in slices (--split) for registered methods (--rows)")
+    ap.add_argument("--truth-levels", type=int, default=100, help="levels of the learned prior's truth sampler")
+    ap.add_argument("--truth-sigma", type=float, nargs=2, default=(10.0, 0.01), metavar=("MAX", "MIN"),
+                    help="noise range of the truth sampler (its last step is Tweedie at MIN; default 10 0.01)")
     ap.add_argument("--split", default="test", choices=("test", "val"), help="built-in split for --test-split")
     ap.add_argument("--pattern", default="gro:4", help="mask for --test-split, pattern:acceleration")
     args = ap.parse_args(argv)
