@@ -68,6 +68,12 @@ LEARNED_BASE = {
     "score-mri": dict(n_levels=100, n_corrector=1, sigma_max=30.0, sigma_min=0.03, t0=0.3, mode="real",
                       final_denoise=True),
 }
+#: PoGMDM (``--prior pogmdm_mri``): its training range sigma 0.01-10; the samplers end where its truths do.
+POGMDM_BASE = {
+    "pula": dict(n_levels=80, sigma_max=1.0, sigma_min=0.01, cg_iter=10, final_denoise=True),
+    "score-mri": dict(n_levels=100, n_corrector=1, sigma_max=10.0, sigma_min=0.01, mode="real", final_denoise=True,
+                      likelihood="annealed"),
+}
 LEARNED_ROWS = ["pula", "score-mri", "score-mri:likelihood=annealed"]
 
 
@@ -106,6 +112,32 @@ class LearnedTruths:
                             device=self.device, sigma_max=self.sigma_max, sigma_min=self.sigma_min)
 
 
+class PoGMDMPrior:
+    """The shipped PoGMDM as a score prior on real images (no autograd) with its own unconditional sampler.
+
+    Truths: :func:`~bayesmri.samplers.learned.sample_prior` (predictor-corrector, Tweedie last step, no
+    image-mean conditioning) with the ``--truth-*`` settings.
+    """
+
+    def __init__(self, name, shape, n_levels=100, sigma_max=10.0, sigma_min=0.01):
+        from bayesmri.priors.pogmdm import load_pogmdm
+
+        self.model = load_pogmdm(name).eval()
+        for q in self.model.parameters():
+            q.requires_grad_(False)
+        self.shape, self.n_levels, self.sigma_max, self.sigma_min = shape, n_levels, sigma_max, sigma_min
+
+    def score(self, x, sigma):
+        with torch.no_grad():
+            return self.model.score(x.reshape(-1, *x.shape[-2:]), float(sigma)).reshape(x.shape)
+
+    def sample(self, n, generator=None):
+        from bayesmri.samplers.learned import sample_prior
+
+        return sample_prior(self, n, self.shape, n_levels=self.n_levels, generator=generator,
+                            sigma_max=self.sigma_max, sigma_min=self.sigma_min)
+
+
 def problem(args):
     if args.prior == "gmm":
         prior = gaussian_mixture_image_prior((8, 8), dtype=torch.complex64)
@@ -114,11 +146,14 @@ def problem(args):
         return prior, prior, op, 0.3 if args.noise is None else args.noise, GMM_BASE, GMM_ROWS
     from bayesmri.samplers.learned import load_default_score_prior
 
-    sp = load_default_score_prior(args.prior, device=args.device)
     H = W = 64
     maps = birdcage_maps((8, H, W), dtype=torch.complex64).unsqueeze(0).to(args.device)
     mask = make_mask("gro", (H, W), 4).to(args.device)
     op = RealInput(MultiCoilMRI(maps, mask))
+    if args.prior.startswith("pogmdm"):
+        pp = PoGMDMPrior(args.prior, (H, W), args.truth_levels, args.truth_sigma[0], args.truth_sigma[1])
+        return pp, pp, op, 0.01 if args.noise is None else args.noise, POGMDM_BASE, list(POGMDM_BASE)
+    sp = load_default_score_prior(args.prior, device=args.device)
     return LearnedTruths(sp, (H, W), args.truth_levels, args.device, args.truth_sigma[0], args.truth_sigma[1]), sp, op, 0.05 if args.noise is None else args.noise, \
         LEARNED_BASE, LEARNED_ROWS
 
@@ -221,6 +256,7 @@ def main(argv=None):
     ap.add_argument("--json", type=Path, default=None, help="write the summaries here")
     ap.add_argument("--test-split", type=int, default=0, metavar="N",
                     help="instead of SBC: the statistics on N built-in slices (--split) for registered methods (--rows)")
+    ap.add_argument("--save-samples", type=Path, default=None, help="folder: truths and samples of each row (.pt)")
     ap.add_argument("--truth-levels", type=int, default=100, help="levels of the learned prior's truth sampler")
     ap.add_argument("--truth-sigma", type=float, nargs=2, default=(10.0, 0.01), metavar=("MAX", "MIN"),
                     help="noise range of the truth sampler (its last step is Tweedie at MIN; default 10 0.01)")
@@ -255,6 +291,10 @@ def main(argv=None):
                                      generator=args.seed, sampler_prior=score_prior, chunk=args.chunk,
                                      return_samples=True)
         rep.info["total_time"] = time.perf_counter() - t0
+        if args.save_samples:
+            args.save_samples.mkdir(parents=True, exist_ok=True)
+            torch.save({"truths": x, "samples": samples, "options": opts},
+                       args.save_samples / (spec.replace(":", "_").replace(",", "_") + ".pt"))
         if opts.get("final_denoise") != "both":
             print(f"| {spec} | {fmt(rep)} |", flush=True)
             out[spec] = {"options": opts, **rep.as_dict()}
