@@ -309,6 +309,9 @@ def main(argv=None):
         rep2 = calibration_statistics(x, tw.reshape(samples.shape).to(x.dtype), generator=args.seed,
                                       info=dict(rep.info, nfe=rep.info["nfe"] + 1))
         print(f"| {spec} [Tweedie] | {fmt(rep2)} |", flush=True)
+        if args.save_samples:
+            torch.save({"truths": x, "samples": samples, "tweedie": tw.reshape(samples.shape), "options": opts},
+                       args.save_samples / (spec.replace(":", "_").replace(",", "_") + ".pt"))
         out[spec + " [Tweedie]"] = {"options": opts, **rep2.as_dict()}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
