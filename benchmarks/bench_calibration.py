@@ -154,8 +154,8 @@ def problem(args):
         pp = PoGMDMPrior(args.prior, (H, W), args.truth_levels, args.truth_sigma[0], args.truth_sigma[1])
         return pp, pp, op, 0.01 if args.noise is None else args.noise, POGMDM_BASE, list(POGMDM_BASE)
     sp = load_default_score_prior(args.prior, device=args.device)
-    return LearnedTruths(sp, (H, W), args.truth_levels, args.device, args.truth_sigma[0], args.truth_sigma[1]), sp, op, 0.05 if args.noise is None else args.noise, \
-        LEARNED_BASE, LEARNED_ROWS
+    truths = LearnedTruths(sp, (H, W), args.truth_levels, args.device, *args.truth_sigma)
+    return truths, sp, op, 0.05 if args.noise is None else args.noise, LEARNED_BASE, LEARNED_ROWS
 
 
 def fmt(rep) -> str:
@@ -255,7 +255,7 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path, default=None, help="write the summaries here")
     ap.add_argument("--test-split", type=int, default=0, metavar="N",
-                    help="instead of SBC: the statistics on N built-in slices (--split) for registered methods (--rows)")
+                    help="instead of SBC: statistics on N built-in slices (--split) for registered methods (--rows)")
     ap.add_argument("--save-samples", type=Path, default=None, help="folder: truths and samples of each row (.pt)")
     ap.add_argument("--truth-levels", type=int, default=100, help="levels of the learned prior's truth sampler")
     ap.add_argument("--truth-sigma", type=float, nargs=2, default=(10.0, 0.01), metavar=("MAX", "MIN"),
@@ -305,7 +305,8 @@ def main(argv=None):
         smin = float(opts["sigma_min"])
         with torch.no_grad():
             flat = samples.reshape(-1, *samples.shape[2:])
-            tw = flat + smin**2 * score_prior.score(flat.reshape(flat.shape[0], *flat.shape[-2:]), smin).reshape(flat.shape)
+            img = flat.reshape(flat.shape[0], *flat.shape[-2:])
+            tw = flat + smin**2 * score_prior.score(img, smin).reshape(flat.shape)
         rep2 = calibration_statistics(x, tw.reshape(samples.shape).to(x.dtype), generator=args.seed,
                                       info=dict(rep.info, nfe=rep.info["nfe"] + 1))
         print(f"| {spec} [Tweedie] | {fmt(rep2)} |", flush=True)
