@@ -23,6 +23,11 @@ Examples::
     python benchmarks/bench_calibration.py --prior score_small64 --replicates 8 --samples 19 \\
         --rows pula score-mri score-mri:likelihood=annealed
     python benchmarks/bench_calibration.py --test-split 3 --pattern gro:4 --rows pula    # prior mismatch
+    python benchmarks/bench_calibration.py --test-split 3 --split val --rows cnf cinn --subspace   # flows
+    python benchmarks/bench_calibration.py --prior pogmdm_mri --replicates 8 --rows pula:final_denoise=both
+
+``--prior pogmdm_mri``: the shipped PoGMDM, truths from its own unconditional sampler (nu = 0.01).
+``final_denoise=both`` in a row scores the same chains without and with the final Tweedie step.
 """
 from __future__ import annotations
 
