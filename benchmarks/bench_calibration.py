@@ -23,6 +23,11 @@ Examples::
     python benchmarks/bench_calibration.py --prior score_small64 --replicates 8 --samples 19 \\
         --rows pula score-mri score-mri:likelihood=annealed
     python benchmarks/bench_calibration.py --test-split 3 --pattern gro:4 --rows pula    # prior mismatch
+    python benchmarks/bench_calibration.py --test-split 3 --split val --rows cnf cinn --subspace   # flows
+    python benchmarks/bench_calibration.py --prior pogmdm_mri --replicates 8 --rows pula:final_denoise=both
+
+``--prior pogmdm_mri``: the shipped PoGMDM, truths from its own unconditional sampler (nu = 0.01).
+``final_denoise=both`` in a row scores the same chains without and with the final Tweedie step.
 """
 from __future__ import annotations
 
@@ -43,6 +48,7 @@ from bayesmri.physics.coils import birdcage_maps  # noqa: E402
 from bayesmri.physics.phase import RealInput  # noqa: E402
 from bayesmri.priors import gaussian_mixture_image_prior  # noqa: E402
 from bayesmri.samplers import PULA, ULA, AnnealedULA, ScoreMRI  # noqa: E402
+from bayesmri.calibration import calibration_statistics  # noqa: E402
 from bayesmri.samplers.sbc import gmm_exact_sampler, run_sbc  # noqa: E402
 
 CLASSES = {"pula": PULA, "ula": ULA, "ula-annealed": AnnealedULA, "score-mri": ScoreMRI}
@@ -66,6 +72,12 @@ LEARNED_BASE = {
     "ula-annealed": dict(n_levels=480, sigma_max=1.0, sigma_min=0.03, gamma=1.5, final_denoise=True),
     "score-mri": dict(n_levels=100, n_corrector=1, sigma_max=30.0, sigma_min=0.03, t0=0.3, mode="real",
                       final_denoise=True),
+}
+#: PoGMDM (``--prior pogmdm_mri``): its training range sigma 0.01-10; the samplers end where its truths do.
+POGMDM_BASE = {
+    "pula": dict(n_levels=80, sigma_max=1.0, sigma_min=0.01, cg_iter=10, final_denoise=True),
+    "score-mri": dict(n_levels=100, n_corrector=1, sigma_max=10.0, sigma_min=0.01, mode="real", final_denoise=True,
+                      likelihood="annealed"),
 }
 LEARNED_ROWS = ["pula", "score-mri", "score-mri:likelihood=annealed"]
 
@@ -94,14 +106,41 @@ def parse_row(spec: str, base: dict):
 class LearnedTruths:
     """Truths from the learned prior's unconditional sampler (``sample_prior``, image mean from the weights)."""
 
-    def __init__(self, prior, shape, n_levels=100, device="cpu"):
+    def __init__(self, prior, shape, n_levels=100, device="cpu", sigma_max=10.0, sigma_min=0.01):
         self.prior, self.shape, self.n_levels, self.device = prior, shape, n_levels, device
+        self.sigma_max, self.sigma_min = sigma_max, sigma_min
 
     def sample(self, n, generator=None):
         from bayesmri.samplers.learned import sample_prior
 
         return sample_prior(self.prior, n, self.shape, n_levels=self.n_levels, mean="prior", generator=generator,
-                            device=self.device)
+                            device=self.device, sigma_max=self.sigma_max, sigma_min=self.sigma_min)
+
+
+class PoGMDMPrior:
+    """The shipped PoGMDM as a score prior on real images (no autograd) with its own unconditional sampler.
+
+    Truths: :func:`~bayesmri.samplers.learned.sample_prior` (predictor-corrector, Tweedie last step, no
+    image-mean conditioning) with the ``--truth-*`` settings.
+    """
+
+    def __init__(self, name, shape, n_levels=100, sigma_max=10.0, sigma_min=0.01):
+        from bayesmri.priors.pogmdm import load_pogmdm
+
+        self.model = load_pogmdm(name).eval()
+        for q in self.model.parameters():
+            q.requires_grad_(False)
+        self.shape, self.n_levels, self.sigma_max, self.sigma_min = shape, n_levels, sigma_max, sigma_min
+
+    def score(self, x, sigma):
+        with torch.no_grad():
+            return self.model.score(x.reshape(-1, *x.shape[-2:]), float(sigma)).reshape(x.shape)
+
+    def sample(self, n, generator=None):
+        from bayesmri.samplers.learned import sample_prior
+
+        return sample_prior(self, n, self.shape, n_levels=self.n_levels, generator=generator,
+                            sigma_max=self.sigma_max, sigma_min=self.sigma_min)
 
 
 def problem(args):
@@ -112,13 +151,16 @@ def problem(args):
         return prior, prior, op, 0.3 if args.noise is None else args.noise, GMM_BASE, GMM_ROWS
     from bayesmri.samplers.learned import load_default_score_prior
 
-    sp = load_default_score_prior(args.prior, device=args.device)
     H = W = 64
     maps = birdcage_maps((8, H, W), dtype=torch.complex64).unsqueeze(0).to(args.device)
     mask = make_mask("gro", (H, W), 4).to(args.device)
     op = RealInput(MultiCoilMRI(maps, mask))
-    return LearnedTruths(sp, (H, W), device=args.device), sp, op, 0.05 if args.noise is None else args.noise, \
-        LEARNED_BASE, LEARNED_ROWS
+    if args.prior.startswith("pogmdm"):
+        pp = PoGMDMPrior(args.prior, (H, W), args.truth_levels, args.truth_sigma[0], args.truth_sigma[1])
+        return pp, pp, op, 0.01 if args.noise is None else args.noise, POGMDM_BASE, list(POGMDM_BASE)
+    sp = load_default_score_prior(args.prior, device=args.device)
+    truths = LearnedTruths(sp, (H, W), args.truth_levels, args.device, *args.truth_sigma)
+    return truths, sp, op, 0.05 if args.noise is None else args.noise, LEARNED_BASE, LEARNED_ROWS
 
 
 def fmt(rep) -> str:
@@ -132,24 +174,48 @@ def fmt(rep) -> str:
             f"{rep.info['nfe']:4d} | {rep.info['wall_time']:7.1f}")
 
 
+def subspace_std_ratios(smp, truth, xs):
+    """Std ratio (as in the report) on the image's k-space columns the mask measures and on the others.
+
+    ``F^H M F`` splits the complex image (``M`` = the slice's mask; with 8 coils at R = 4 the SENSE
+    operator has no exact nullspace, so this is the single-coil split a flow's hard data consistency acts
+    on). Returns ``(ratio_measured, ratio_unmeasured, error share measured)``, the share being the fraction
+    of the L-sample mean's squared error on the measured columns.
+    """
+    from bayesmri.physics.fft import fft2c
+
+    L = xs.shape[0]
+    mask = smp.mask.to(torch.float32).reshape(-1, *xs.shape[-2:])[0] if smp.mask.ndim > 1 else smp.mask.float()
+    k = fft2c(torch.cat([(xs.mean(0) - truth)[None], xs - xs.mean(0)], 0))
+    out = []
+    for w in (mask, 1 - mask):
+        part = k * w
+        err2 = float(part[0].abs().pow(2).sum())
+        spread2 = float(part[1:].abs().pow(2).sum()) / (L - 1)
+        out.append(math.sqrt(err2 / max((1 + 1 / L) * spread2, 1e-30)))
+    return out[0], out[1], float((k[0] * mask).abs().pow(2).sum() / k[0].abs().pow(2).sum())
+
+
 def test_split(args):
-    """The same statistics on built-in test slices (prior mismatch): registered methods, true coil maps.
+    """The same statistics on built-in slices (``--split test``: prior mismatch; ``val``): registered methods.
 
     Truth = the simulated complex image; samples = ``L`` draws of the registered method with the
-    benchmark settings (``BENCH_OPTIONS``) updated by the row's options. Coverage and P-gain then mix sampler
-    error with the prior's mismatch to the test brain (``docs/uncertainty.md``).
+    benchmark settings (``BENCH_OPTIONS``) updated by the row's options, true coil maps. Coverage and
+    P-gain then mix sampler error with the prior's mismatch to the slices (``docs/uncertainty.md``). The
+    last columns are the magnitude PSNR / SSIM of the mean of the first 8 samples (what ``recon`` reports
+    at P = 8), averaged over the slices.
     """
-    from bayesmri.calibration import calibration_statistics
+    from bayesmri.metrics import psnr, ssim
     from bayesmri.commands.simulate import simulate_builtin
     from bayesmri.methods import get_method
     from bayesmri.samplers.registered import BENCH_OPTIONS
 
     pattern, R = args.pattern.split(":")
-    ss = simulate_builtin("test", args.test_split, pattern, float(R), 8, 30.0, 0, 64)
-    print(f"# test split: {len(ss)} slices, {pattern} R={R}, 8 coils, SNR 30 dB, 64x64, true maps, "
+    ss = simulate_builtin(args.split, args.test_split, pattern, float(R), 8, 30.0, 0, 64)
+    print(f"# {args.split} split: {len(ss)} slices, {pattern} R={R}, 8 coils, SNR 30 dB, 64x64, true maps, "
           f"L = {args.samples}, seed {args.seed}")
     print("| row | coverage 50 / 90 / 95 % | se(90) | p uniform (clustered, Pearson) | std ratio | gain P=8 (theory) "
-          "| gain max P (theory) | NFE | s |")
+          "| gain max P (theory) | NFE | s | PSNR / SSIM (P = 8) |")
     out = {}
     for spec in args.rows:
         name, _, rest = spec.partition(":")
@@ -158,16 +224,25 @@ def test_split(args):
             k, _, v = kv.partition("=")
             opts[k] = _value(v)
         t0 = time.perf_counter()
-        xs, truth, nfe = [], [], 0
+        xs, truth, nfe, ps, ss_, sub = [], [], 0, [], [], []
         for i, smp in enumerate(ss):
             res = get_method(name)(smp, n_samples=args.samples, generator=args.seed + i, maps="true", **opts)
             xs.append(res.samples.reshape(args.samples, 64, 64).to(torch.complex64))
             truth.append(smp.target.to(torch.complex64))
-            nfe = int(res.nfe)
+            nfe = int(getattr(res, "nfe", 0) or 0)
+            if args.subspace:
+                sub.append(subspace_std_ratios(smp, truth[-1], xs[-1]))
+            m8 = xs[-1][:8].mean(0).abs()
+            ps.append(float(psnr(m8, truth[-1].abs())))
+            ss_.append(float(ssim(m8, truth[-1].abs())))
         rep = calibration_statistics(torch.stack(truth), torch.stack(xs, 1), generator=args.seed,
                                      info={"nfe": nfe, "wall_time": time.perf_counter() - t0})
-        print(f"| {spec} | {fmt(rep)} |", flush=True)
-        out[spec] = {"options": opts, **rep.as_dict()}
+        q = f"{sum(ps) / len(ps):.2f} / {sum(ss_) / len(ss_):.3f}"
+        print(f"| {spec} | {fmt(rep)} | {q} |", flush=True)
+        if sub:
+            print("  std ratio on measured / unmeasured k-space columns, error share measured: "
+                  + "; ".join(f"{a:.2f} / {b:.2f}, {c:.2f}" for a, b, c in sub), flush=True)
+        out[spec] = {"options": opts, "psnr": ps, "ssim": ss_, **rep.as_dict()}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=1, default=float))
@@ -185,7 +260,14 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path, default=None, help="write the summaries here")
     ap.add_argument("--test-split", type=int, default=0, metavar="N",
-                    help="instead of SBC: the statistics on N built-in test slices for registered methods (--rows)")
+                    help="instead of SBC: statistics on N built-in slices (--split) for registered methods (--rows)")
+    ap.add_argument("--save-samples", type=Path, default=None, help="folder: truths and samples of each row (.pt)")
+    ap.add_argument("--truth-levels", type=int, default=100, help="levels of the learned prior's truth sampler")
+    ap.add_argument("--truth-sigma", type=float, nargs=2, default=(10.0, 0.01), metavar=("MAX", "MIN"),
+                    help="noise range of the truth sampler (its last step is Tweedie at MIN; default 10 0.01)")
+    ap.add_argument("--subspace", action="store_true",
+                    help="with --test-split: std ratios on the measured and the unmeasured k-space columns")
+    ap.add_argument("--split", default="test", choices=("test", "val"), help="built-in split for --test-split")
     ap.add_argument("--pattern", default="gro:4", help="mask for --test-split, pattern:acceleration")
     args = ap.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -207,12 +289,36 @@ def main(argv=None):
             sampler = gmm_exact_sampler(truths, op)
         else:
             sampler = CLASSES[name](**opts)
+            if opts.get("final_denoise") == "both":
+                sampler.final_denoise = False
         t0 = time.perf_counter()
-        rep = run_sbc(sampler, truths, op, nu, n_replicates=args.replicates, n_samples=args.samples,
-                      generator=args.seed, sampler_prior=score_prior, chunk=args.chunk)
+        rep, x, samples, _ = run_sbc(sampler, truths, op, nu, n_replicates=args.replicates, n_samples=args.samples,
+                                     generator=args.seed, sampler_prior=score_prior, chunk=args.chunk,
+                                     return_samples=True)
         rep.info["total_time"] = time.perf_counter() - t0
-        print(f"| {spec} | {fmt(rep)} |", flush=True)
-        out[spec] = {"options": opts, **rep.as_dict()}
+        if args.save_samples:
+            args.save_samples.mkdir(parents=True, exist_ok=True)
+            torch.save({"truths": x, "samples": samples, "options": opts},
+                       args.save_samples / (spec.replace(":", "_").replace(",", "_") + ".pt"))
+        if opts.get("final_denoise") != "both":
+            print(f"| {spec} | {fmt(rep)} |", flush=True)
+            out[spec] = {"options": opts, **rep.as_dict()}
+            continue
+        # the same chains with and without the final Tweedie step x + sigma_min^2 s(x, sigma_min)
+        print(f"| {spec} [no Tweedie] | {fmt(rep)} |", flush=True)
+        out[spec + " [no Tweedie]"] = {"options": opts, **rep.as_dict()}
+        smin = float(opts["sigma_min"])
+        with torch.no_grad():
+            flat = samples.reshape(-1, *samples.shape[2:])
+            img = flat.reshape(flat.shape[0], *flat.shape[-2:])
+            tw = flat + smin**2 * score_prior.score(img, smin).reshape(flat.shape)
+        rep2 = calibration_statistics(x, tw.reshape(samples.shape).to(x.dtype), generator=args.seed,
+                                      info=dict(rep.info, nfe=rep.info["nfe"] + 1))
+        print(f"| {spec} [Tweedie] | {fmt(rep2)} |", flush=True)
+        if args.save_samples:
+            torch.save({"truths": x, "samples": samples, "tweedie": tw.reshape(samples.shape), "options": opts},
+                       args.save_samples / (spec.replace(":", "_").replace(",", "_") + ".pt"))
+        out[spec + " [Tweedie]"] = {"options": opts, **rep2.as_dict()}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=1, default=float))

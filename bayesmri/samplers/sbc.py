@@ -87,7 +87,7 @@ def gmm_exact_sampler(prior, op: LinearOperator) -> Callable:
 
 def run_sbc(sampler, prior, op: LinearOperator, noise_sigma: float, *, n_replicates: int = 50,
             n_samples: int = 19, generator=None, sampler_prior=None, chunk: int | None = None,
-            Ps=None, n_bins: int | None = None, progress: bool = False) -> CalibrationReport:
+            Ps=None, n_bins: int | None = None, progress: bool = False, return_samples: bool = False):
     """Simulation-based calibration of ``sampler`` (module docstring).
 
     Parameters
@@ -110,10 +110,15 @@ def run_sbc(sampler, prior, op: LinearOperator, noise_sigma: float, *, n_replica
     chunk : int, optional
         Replicates per sampler call (default: all at once).
     Ps, n_bins : passed to :func:`bayesmri.calibration.calibration_statistics`
+    return_samples : bool
+        Also return the truths ``(R, *domain)``, the samples ``(L, R, *domain)`` and the data, e.g. to
+        evaluate a post-processing of the same chains (``benchmarks/bench_calibration.py``: the final
+        Tweedie step on and off from one run).
 
     Returns
     -------
-    CalibrationReport, with ``info`` holding ``nfe``, ``wall_time`` and the sampler's name.
+    CalibrationReport, with ``info`` holding ``nfe``, ``wall_time`` and the sampler's name;
+    ``(report, x, samples, y)`` with ``return_samples``.
     """
     if n_replicates < 2 or n_samples < 1:
         raise ValueError(f"need n_replicates >= 2 and n_samples >= 1, got {n_replicates}, {n_samples}")
@@ -141,6 +146,7 @@ def run_sbc(sampler, prior, op: LinearOperator, noise_sigma: float, *, n_replica
         raise TypeError(f"sampler must be a Sampler or a callable, got {type(sampler).__name__}")
     samples = torch.cat(outs, 1)
     wall = time.perf_counter() - t0
-    return calibration_statistics(x, samples.to(x.dtype), Ps=Ps, n_bins=n_bins, generator=g,
-                                  info={"sampler": name, "nfe": int(nfe), "wall_time": wall,
-                                        "noise_sigma": float(noise_sigma)})
+    rep = calibration_statistics(x, samples.to(x.dtype), Ps=Ps, n_bins=n_bins, generator=g,
+                                 info={"sampler": name, "nfe": int(nfe), "wall_time": wall,
+                                       "noise_sigma": float(noise_sigma)})
+    return (rep, x, samples, y) if return_samples else rep

@@ -186,3 +186,14 @@ def test_calibration_options_are_validated():
     assert a.rho(0.0, 0.3, 2.0, 1.0) == pytest.approx((0.3**2 + 2 * 0.01**2) ** 0.5)
     assert a.rho(1.0, 0.3, 2.0, 1.0) == pytest.approx(g.rho(1.0, 0.3, 2.0, 1.0), rel=1e-3)
     assert a.rho(0.3, 0.3, 2.0, 1.0) < 0.5 * g.rho(0.3, 0.3, 2.0, 1.0)
+
+
+def test_run_sbc_returns_the_truths_data_and_samples_it_scored(problem):
+    """``return_samples``: the chains behind the report (to score a post-processing of the same run)."""
+    prior, op = problem
+    rep, x, s, y = run_sbc(PULA(n_levels=5, sigma_max=2.0), prior, op, NU, n_replicates=3, n_samples=4, generator=2,
+                           return_samples=True)
+    assert x.shape == (3, 8, 8) and s.shape == (4, 3, 8, 8) and y.shape == (3, 4, 8, 8)
+    assert torch.equal(x, simulate_measurements(prior, op, NU, 3, generator=2)[0])  # same generator, same truths
+    again = calibration_statistics(x, s.to(x.dtype), generator=0)
+    assert again.std_ratio == pytest.approx(rep.std_ratio) and again.coverage[0.5] == rep.coverage[0.5]
