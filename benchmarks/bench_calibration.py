@@ -58,8 +58,8 @@ GMM_ROWS = ["exact", "pula:n_levels=40", "pula:n_levels=80", "pula", "pula:n_lev
             "pula:n_levels=80,final_denoise=True", "ula", "ula-annealed", "ula-annealed:likelihood_schedule=additive",
             "score-mri", "score-mri:dc_cg_iter=5", "score-mri:likelihood=annealed"]
 
-#: Learned prior (64x64, real images): the registered samplers' settings (``bayesmri.samplers.registered``
-#: ``DEFAULTS`` updated by ``BENCH_OPTIONS`` for pULA; Score-MRI at reduced cost: 100 levels from t0 = 0.3,
+#: Learned prior (64x64, real images): the registered samplers' settings (``bayesmri.methods.diffusion``
+#: ``DEFAULTS`` updated by the ``"bench"`` preset for pULA; Score-MRI at reduced cost: 100 levels from t0 = 0.3,
 #: one corrector), in network units (scale 1: the truths are drawn at the training normalisation).
 LEARNED_BASE = {
     "pula": dict(n_levels=80, sigma_max=1.0, sigma_min=0.03, cg_iter=10, final_denoise=True),
@@ -110,7 +110,7 @@ def problem(args):
         maps = birdcage_maps((4, 8, 8), dtype=torch.complex64).unsqueeze(0)
         op = MultiCoilMRI(maps, torch.tensor([0, 1, 0, 1, 1, 1, 0, 1], dtype=torch.float32))
         return prior, prior, op, 0.3 if args.noise is None else args.noise, GMM_BASE, GMM_ROWS
-    from bayesmri.samplers.learned import load_default_score_prior
+    from bayesmri.priors.score import load_default_score_prior
 
     sp = load_default_score_prior(args.prior, device=args.device)
     H = W = 64
@@ -136,13 +136,13 @@ def test_split(args):
     """The same statistics on built-in test slices (prior mismatch): registered methods, true coil maps.
 
     Truth = the simulated complex image; samples = ``L`` draws of the registered method with the
-    benchmark settings (``BENCH_OPTIONS``) updated by the row's options. Coverage and P-gain then mix sampler
+    benchmark settings (the ``"bench"`` preset) updated by the row's options. Coverage and P-gain then mix sampler
     error with the prior's mismatch to the test brain (``docs/uncertainty.md``).
     """
     from bayesmri.calibration import calibration_statistics
-    from bayesmri.commands.simulate import simulate_builtin
+    from bayesmri.data.simulate import simulate_builtin
     from bayesmri.methods import get_method
-    from bayesmri.samplers.registered import BENCH_OPTIONS
+    from bayesmri.methods import preset_options
 
     pattern, R = args.pattern.split(":")
     ss = simulate_builtin("test", args.test_split, pattern, float(R), 8, 30.0, 0, 64)
@@ -153,7 +153,7 @@ def test_split(args):
     out = {}
     for spec in args.rows:
         name, _, rest = spec.partition(":")
-        opts = dict(BENCH_OPTIONS.get(name, {}))
+        opts = preset_options(name, "bench")
         for kv in filter(None, rest.split(",")):
             k, _, v = kv.partition("=")
             opts[k] = _value(v)

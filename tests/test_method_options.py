@@ -10,7 +10,7 @@ from bayesmri.options import OptionError, check_options, method_options, parse_v
 from bayesmri.priors.loading import save_model
 from bayesmri.priors.pogmdm import load_pogmdm
 from bayesmri.priors.registry import PoGMDMScore, available_priors, load_prior, register_prior
-from bayesmri.samplers.registered import DEFAULTS
+from bayesmri.methods.diffusion import DEFAULTS
 from tests.samplers.test_learned import tiny_net, tiny_sample  # noqa: F401  (fixture)
 from tests.test_cli_reliability import cli, one_line_error
 
@@ -48,7 +48,7 @@ def test_every_score_prior_runs_under_every_score_sampler(method, tiny_sample, t
 
 def test_pogmdm_score_is_the_change_of_variables():
     # score of c X when X ~ PoGMDM: s(x / c, sigma / c) / c, and at the data scale a of ScorePrior with a c
-    from bayesmri.samplers.learned import ScorePrior
+    from bayesmri.priors.score import ScorePrior
 
     model = load_pogmdm("pogmdm_mri")
     w = PoGMDMScore(model)
@@ -158,7 +158,7 @@ def test_a_new_prior_runs_through_recon(sim64, tmp_path):
 def test_pogmdm_lipschitz_bound_holds_and_networks_keep_one():
     # kappa(sigma) / sigma^2 bounds the score's Lipschitz constant (power iteration on the Jacobian);
     # above 1 (overlapping filters), which is why annealed ULA takes smaller steps with this prior
-    from bayesmri.samplers.learned import ScorePrior
+    from bayesmri.priors.score import ScorePrior
 
     w = load_prior("pogmdm_native")
     x0 = torch.rand(1, 32, 32, generator=torch.Generator().manual_seed(0))

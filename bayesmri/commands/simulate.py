@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["add_arguments", "run", "simulate_builtin", "default_num_acs", "TWO_D_PATTERNS"]
+from ..data.simulate import TWO_D_PATTERNS, default_num_acs, simulate_builtin
 
-TWO_D_PATTERNS = ("gaussian2d", "poisson")
+__all__ = ["add_arguments", "run"]
+
 
 
 def add_arguments(parser) -> None:
@@ -42,83 +43,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", type=Path, default=Path("simulated.h5"), help="output .h5 (default: simulated.h5)")
 
 
-def default_num_acs(pattern: str, size: int):
-    """Calibration size used by the CLI, large enough for ESPIRiT's 6x6 kernel (a calibration width
-    of 8 leaves too few patches and gives empty maps): for 1-D patterns ``max(10, round(0.04 size))``
-    central lines (13 at 320, as Wen et al. for knees); for 2-D patterns a centred ``a x a`` block
-    with ``a = max(12, size // 8)``."""
-    if pattern in TWO_D_PATTERNS:
-        return (max(12, size // 8),) * 2
-    return max(10, round(0.04 * size))
-
-
-def slice_positions(n_total: int, n: int) -> list[int]:
-    """``n`` slice positions evenly spread over the central 40 % of a split (where the brain is)."""
-    if n < 1:
-        raise ValueError(f"number of slices must be >= 1, got {n}")
-    if n > n_total:
-        raise ValueError(f"requested {n} slices but the split has only {n_total}")
-    lo, hi = 0.3 * (n_total - 1), 0.7 * (n_total - 1)
-    pos = sorted({int(round(p)) for p in np.linspace(lo, hi, n)})
-    extra = [i for i in range(n_total) if i not in pos]
-    while len(pos) < n:  # tiny splits: fill from outside the central range
-        pos.append(extra.pop(0))
-    return sorted(pos)
-
-
-def simulate_builtin(split="test", n_slices=4, pattern="gro", acceleration=4.0, coils=8, snr=30.0, seed=0, size=None,
-                     mask_seed=None):
-    """Simulated acquisitions of ``n_slices`` built-in slices: a list of :class:`MRISample`.
-
-    Masks differ per slice (deterministic, from ``seed``; see :class:`SimulatedBrainDataset`) unless
-    ``mask_seed`` is given: then every slice gets ``make_mask(pattern, (size, size), acceleration,
-    num_acs=default_num_acs(pattern, size), seed=mask_seed)``. ``pattern="full"``: fully sampled. The
-    phase and the noise do not depend on the mask, so the measured k-space of a pattern equals the
-    fully sampled k-space with that mask applied (:func:`bayesmri.physics.masks.apply_mask`).
-    """
-    from ..data import num_slices
-    from ..data.builtin import DEFAULT_SIZE
-    from ..physics.masks import MASK_PATTERNS
-
-    size = DEFAULT_SIZE if size is None else int(size)
-    if pattern not in MASK_PATTERNS and pattern != "full":
-        raise ValueError(f"unknown sampling pattern {pattern!r}; available: {', '.join(MASK_PATTERNS)}, full")
-    if int(coils) < 1:
-        raise ValueError(f"coils must be >= 1, got {coils}")
-    if float(acceleration) < 1:
-        raise ValueError(f"acceleration must be >= 1, got {acceleration}")
-    pos = slice_positions(num_slices(split), int(n_slices))
-    acs = default_num_acs(pattern, size)
-    # ESPIRiT calibrates on at most num_acs x num_acs; a 1-D mask is fully sampled along H, so let
-    # the region grow to 24 x 24 (BART's default) over the central run, not acs x acs.
-    esp = {"num_acs": min(24, size)} if pattern not in TWO_D_PATTERNS else None
-    ds = _Dataset(
-        split, size=size, pattern=pattern, acceleration=float(acceleration), ncoils=int(coils),
-        snr_db=float(snr), seed=int(seed), num_acs=acs, indices=pos, espirit_options=esp,
-    )
-    ds.mask_seed = mask_seed
-    return [ds[i] for i in range(len(ds))]
-
-
-def _Dataset(*args, **kw):
-    from ..data import SimulatedBrainDataset, derive_seed
-    from ..physics.masks import make_mask
-
-    class _SmallSeedMasks(SimulatedBrainDataset):
-        # GRO turns an int seed into a float frame shift, and 63-bit seeds lose their low bits
-        # (every line collapses onto the centre); keep mask seeds below 2**31 until masks.py does.
-        def mask_for(self, pos: int):
-            if self.pattern == "full":
-                return super().mask_for(pos)
-            ms = getattr(self, "mask_seed", None)
-            if ms is None:
-                ms = derive_seed("mask", self.split, self.contrast, pos, self.seed) % (2**31 - 1)
-            return make_mask(self.pattern, (self.size, self.size), self.acceleration, num_acs=self.num_acs,
-                             seed=ms, **self.mask_kwargs)
-
-    return _SmallSeedMasks(*args, **kw)
-
-
 def run(args) -> int:
     import torch
 
@@ -134,7 +58,7 @@ def run(args) -> int:
         raise ValueError(f"--snr must be a finite number of dB, got {args.snr}")
     if not (math.isfinite(args.acceleration) and args.acceleration >= 1):
         raise ValueError(f"--acceleration must be a finite number >= 1, got {args.acceleration}")
-    from .recon import check_seed
+    from .._validate import check_seed
 
     check_seed(args.seed)
     if args.mask_seed is not None and not 0 <= args.mask_seed < 2**31 - 1:

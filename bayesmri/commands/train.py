@@ -74,7 +74,7 @@ def run(args) -> int:
     import math
 
     from .. import io
-    from .recon import check_seed, resolve_device
+    from .._validate import check_seed, resolve_device
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     resolve_device(device)  # `--device cuda` on a machine without CUDA: one line, before any work

@@ -45,8 +45,7 @@ from .._validate import as_generator, check_trajectory
 from ..physics.fft import fft2c, ifft2c
 from .base import SamplerResult, white_noise
 
-__all__ = ["CoilFourier", "CartesianCoilFourier", "NonCartesianCoilFourier", "dst1", "dirichlet_eigenvalues", "smoothness_prox", "JointPoGMDM", "coil_nullspace_residual",
-           "pogmdm_joint_method", "METHOD_DEFAULTS"]
+__all__ = ["CoilFourier", "CartesianCoilFourier", "NonCartesianCoilFourier", "dst1", "dirichlet_eigenvalues", "smoothness_prox", "JointPoGMDM", "coil_nullspace_residual"]
 
 
 # ------------------------------------------------------------------------------------------ DST prox
@@ -495,101 +494,3 @@ class JointPoGMDM:
             v = x_new + (k / (k + 3)) * (x_new - x_prev)
             x_prev = x_new
         return x_prev
-
-
-# ------------------------------------------------------------------------------------------ method
-_PRIOR_CACHE: dict = {}
-#: Defaults of the registered method ``pogmdm-joint`` (CLI ``recon``/``demo``).
-METHOD_DEFAULTS = {"n_steps": 300, "zeta_start": 0.3, "n_corrector": 0, "mu": 1.0, "map_steps": 250}
-#: Cheaper settings for ``bayesmri demo`` (its 5-minute budget on 2 CPU cores).
-DEMO_OPTIONS = {"n_steps": 60, "map_steps": 10}
-
-
-def _default_prior(device, shape=(64, 64)):
-    """The shipped prior for images of ``shape`` (:func:`bayesmri.priors.pogmdm.default_pogmdm_weights`)."""
-    from ..priors.pogmdm import default_pogmdm_weights, load_pogmdm
-
-    name = default_pogmdm_weights(shape)
-    key = (name, str(device))
-    if key not in _PRIOR_CACHE:
-        _PRIOR_CACHE[key] = load_pogmdm(name, device=device)
-    return _PRIOR_CACHE[key]
-
-
-def _align_phase(x: torch.Tensor, est_maps: torch.Tensor, ref_maps: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` pixel-wise into the phase convention of ``ref_maps``.
-
-    A joint estimate ``(x, S)`` is only defined up to ``(x e^{i phi}, S e^{-i phi})``. With
-    ``rho = sum_c conj(S_ref_c) S_c`` the image ``x rho / |rho|`` is the one that ``S_ref`` would give;
-    pixels where the maps vanish are left unchanged.
-    """
-    rho = (ref_maps.conj() * est_maps).sum(-3)
-    mag = rho.abs()
-    return torch.where(mag > 1e-3, x * rho / mag.clamp_min(1e-12), x)
-
-
-def pogmdm_joint_method(sample, *, n_samples: int = 10, generator=None, device="cpu", progress: bool = False,
-                        weights: str | None = None, estimate: str = "mmse", maps: str | None = None,
-                        fixed_maps: str | None = None, **options) -> SamplerResult:
-    """``pogmdm-joint``: joint image / coil-map posterior sampling with the PoGMDM prior (Nagler Alg. 1).
-
-    Cartesian samples use the masked FFT, non-Cartesian ones (``sample.trajectory``, ``sample.dcf``)
-    the NUFFT; ``weighting`` ("none" or "dcf", non-Cartesian only) picks the data-term weights.
-    ``weights``: a shipped name or path; by default ``pogmdm_native`` for images of at least 96 pixels
-    a side, else ``pogmdm_mri`` (:func:`bayesmri.priors.pogmdm.default_pogmdm_weights`).
-    Other ``options`` go to :class:`JointPoGMDM` (``n_steps``, ``zeta_start``, ``mu``, ``map_steps`` ...);
-    ``estimate="map"`` returns the MAP refinement as ``mean`` (the MMSE stays in ``diagnostics["mmse"]``).
-    The coil maps are estimated jointly; ``maps`` (``"espirit"`` or ``"true"``) only fixes the phase
-    convention of the returned images (see :func:`_align_phase`), so that they compare with a
-    reference combined with those maps. ``None`` keeps the sampler's own phase.
-    ``fixed_maps`` (``"true"`` or ``"espirit"``) instead uses those maps and keeps them fixed
-    (``update_maps=False``): the image posterior with known sensitivities, for comparison.
-    """
-    if estimate not in ("mmse", "map"):
-        raise ValueError(f"estimate must be 'mmse' or 'map', got {estimate!r}")
-    prior = _default_prior(device, sample.img_shape) if weights is None else __import__(
-        "bayesmri.priors.pogmdm", fromlist=["load_pogmdm"]).load_pogmdm(weights, device=device)
-    # CPU-friendly defaults (those of benchmarks/bench_pogmdm.py); the paper's: n_steps=1000, n_corrector=1
-    for k, v in METHOD_DEFAULTS.items():
-        options.setdefault(k, v)
-    weighting = options.pop("weighting", "dcf")
-    fixed = None
-    if fixed_maps is not None:
-        fixed = sample.maps("true" if fixed_maps is True else fixed_maps).to(device)
-        options["update_maps"] = False
-    sampler = JointPoGMDM(prior, **options)
-    if sample.is_cartesian:
-        res = sampler.sample(sample.kspace.to(device), sample.mask.to(device), n_samples=n_samples,
-                             generator=generator, progress=progress, coil_maps=fixed)
-    else:  # NUFFT forward model y_c = F_nu(S_c x) at the sample's trajectory
-        dcf = None if sample.dcf is None else sample.dcf.to(device)
-        res = sampler.sample(sample.kspace.to(device), n_samples=n_samples, generator=generator, progress=progress,
-                             trajectory=sample.trajectory.to(device), dcf=dcf, img_shape=sample.img_shape,
-                             weighting=weighting, coil_maps=fixed)
-    if maps is not None:
-        ref = sample.maps(maps).to(device)
-        est = res.diagnostics["coil_maps_samples"]
-        x = _align_phase(res.samples, est, ref)  # a per-sample rotation: the summaries are recomputed
-        res = SamplerResult.from_samples(x, nfe=res.nfe, wall_time=res.wall_time, score_time=res.score_time,
-                                         diagnostics=res.diagnostics)
-        res.diagnostics["map"] = _align_phase(res.diagnostics["map"], res.diagnostics["coil_maps"], ref)
-    # the registry's convention (bayesmri.methods): samples (P, H, W), mean / std (H, W)
-    res.diagnostics["mmse"] = res.mean
-    if estimate == "map":
-        res.mean = res.diagnostics["map"]
-    return res
-
-
-try:  # register with the CLI's method registry when it exists
-    from ..methods import register_method
-
-    import inspect
-
-    # the **options go to JointPoGMDM: its keyword defaults, the method's own, and the data weighting
-    _sampler_defaults = {k: p.default for k, p in inspect.signature(JointPoGMDM).parameters.items()
-                         if k != "prior" and p.default is not p.empty}
-    register_method("pogmdm-joint", "PoGMDM prior, joint image + coil-map posterior sampling (Nagler Alg. 1)",
-                    stochastic=True, demo_options=DEMO_OPTIONS,
-                    options={**_sampler_defaults, **METHOD_DEFAULTS, "weighting": "dcf"})(pogmdm_joint_method)
-except ImportError:  # pragma: no cover
-    pass

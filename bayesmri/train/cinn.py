@@ -68,18 +68,14 @@ class CINNProblem:
         return c.norm(dim=1, keepdim=True) if c.shape[1] == 2 else c
 
 
-def _mri_mask(size, seed=0):
-    from ..physics.masks import make_mask
-
-    return make_mask("uniform1d", (size, size), 4, num_acs=max(1, round(0.08 * size)), seed=seed)
-
-
 def _mri(size, n_train, n_test, seed, noise=0.01, **_):
     from ..data import load_slices
     from ..flows.conditioning import ZeroFilledInversion
     from ..physics.fft import fft2c
 
-    mask = _mri_mask(size)
+    from ..flows.cinn import single_coil_training_mask
+
+    mask = single_coil_training_mask(size)
     inv = ZeroFilledInversion(mask, (size, size))
     op = inv.op
 
@@ -125,7 +121,7 @@ def multicoil_condition(sample, maps="true"):
 
 
 def _mri_multicoil(size, n_train, n_test, seed, repeats=4, coils=8, snr=30.0, **_):
-    from ..commands.simulate import simulate_builtin
+    from ..data.simulate import simulate_builtin
     from ..data import num_slices
 
     def prep(split, n, reps, s0):
