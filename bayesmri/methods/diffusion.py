@@ -69,7 +69,7 @@ import torch
 from ..physics.phase import PhaseModulated, RealInput, fit_smooth_phase, lowres_phase
 from ..priors.patch import prior_for_size
 from ..priors.score import DEFAULT_SCORE_WEIGHTS, ScorePrior, default_score_weights
-from ..samplers.base import Measurement
+from ..samplers.base import Measurement, SamplerResult
 from ..samplers.learned import data_scale, least_squares_image
 from .maps import prepare
 from .registry import check_method_options, register_method
@@ -255,13 +255,13 @@ def run_sampler(name: str, sample, *, n_samples=1, generator=None, device="cpu",
     meas = Measurement(y, op, nu)
     res = sampler.sample(meas, prior.with_scale(a), n_samples=int(n_samples), generator=generator,
                          progress=progress, max_time=options.get("max_time"))
-    res.wall_time = time.perf_counter() - t0  # sampling plus the scale estimate
-    res.samples = res.samples.reshape(res.samples.shape[0], *res.samples.shape[-2:])
-    res.mean, res.std = res.mean.reshape(res.mean.shape[-2:]), res.std.reshape(res.std.shape[-2:])
-    res.std_magnitude = res.std_magnitude.reshape(res.std.shape)  # |ph| = 1: unchanged by the phase below
-    if ph is not None:  # back from the demodulated variable; |ph| = 1 leaves the std map unchanged
+    samples = res.samples.reshape(res.samples.shape[0], *res.samples.shape[-2:])
+    if ph is not None:  # back from the demodulated variable (|ph| = 1: the std map is the same up to rounding)
         ph2 = ph.reshape(H, W)
-        res.samples, res.mean = ph2 * res.samples.to(ph2.dtype), ph2 * res.mean.to(ph2.dtype)
+        samples = ph2 * samples.to(ph2.dtype)
+    # the summaries of the returned samples (the one definition), wall time: sampling plus the scale estimate
+    res = SamplerResult.from_samples(samples, nfe=res.nfe, wall_time=time.perf_counter() - t0,
+                                     score_time=res.score_time, diagnostics=res.diagnostics)
     if vc is not None:  # which compression ran: "coils", "virtual_coils", "energy_kept", ...
         res.diagnostics["coil_compression"] = dict(sample_d.metadata["coil_compression"])
     res.diagnostics.update(scale=a, noise_sigma=nu, phase=phase, settings=dict(DEFAULTS[name], **{

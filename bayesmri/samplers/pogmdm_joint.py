@@ -43,7 +43,7 @@ import torch
 
 from .._validate import as_generator, check_trajectory
 from ..physics.fft import fft2c, ifft2c
-from .base import SamplerResult, white_noise
+from .base import ChainLoop, SamplerResult, ScoreCounter, white_noise
 
 __all__ = ["CoilFourier", "CartesianCoilFourier", "NonCartesianCoilFourier", "dst1", "dirichlet_eigenvalues", "smoothness_prox", "JointPoGMDM", "coil_nullspace_residual"]
 
@@ -301,9 +301,11 @@ class JointPoGMDM:
         self.map_steps, self.map_weight, self.update_maps = int(map_steps), float(map_weight), update_maps
 
     # --- pieces -----------------------------------------------------------------------------------
-    def _score(self, x, zeta):
+    def _score(self, x, zeta, score=None):
+        """Real/imaginary-split score of complex ``x`` (one call on ``[Re x; Im x]``), through ``score``
+        (a :class:`~bayesmri.samplers.base.ScoreCounter`) when given."""
         n = x.shape[0]
-        s = self.prior.score(torch.cat([x.real, x.imag], 0).contiguous(), float(zeta))
+        s = (score or self.prior.score)(torch.cat([x.real, x.imag], 0).contiguous(), float(zeta))
         return torch.complex(s[:n], s[n:])
 
     def schedule(self) -> torch.Tensor:
@@ -347,7 +349,7 @@ class JointPoGMDM:
                coil_maps: torch.Tensor | None = None, progress: bool = False, *,
                trajectory: torch.Tensor | None = None, dcf: torch.Tensor | None = None,
                img_shape: tuple[int, int] | None = None, weighting: str = "dcf",
-               fourier: CoilFourier | None = None) -> SamplerResult:
+               fourier: CoilFourier | None = None, max_time: float | None = None) -> SamplerResult:
         """Run Alg. 1 on one slice.
 
         Parameters
@@ -364,6 +366,9 @@ class JointPoGMDM:
             Chains ``P``. ``generator``: ``torch.Generator`` or int seed.
         coil_maps : Tensor ``(C, H, W)``, optional
             Replaces the RSS initialisation (and stays fixed if ``update_maps`` is False).
+        progress, max_time
+            A progress bar over the levels; stop after ``max_time`` seconds. Ctrl-C or the time budget keep
+            the chains as they are (``diagnostics["interrupted"]``; :class:`~bayesmri.samplers.base.ChainLoop`).
 
         Returns
         -------
@@ -416,30 +421,16 @@ class JointPoGMDM:
         def likelihood_step(x, maps):
             return x - step_x * (maps.conj() * fourier.adjoint_weighted(fourier.residual(x, maps, yn))).sum(1)
 
-        nfe = 0
-        score_time = 0.0
-        pbar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            pbar = tqdm(total=len(zetas) - 1, desc="pogmdm-joint", leave=False)
-        interrupted = False
-        levels_done = 0
-        try:
+        score = ScoreCounter(self.prior)
+        with ChainLoop("pogmdm-joint", progress, max_time, total=len(zetas) - 1) as loop:
             for i in range(len(zetas) - 1):
                 z1, z0 = zetas[i], zetas[i + 1]
-                ts = time.perf_counter()
-                s = self._score(x, z1)
-                score_time += time.perf_counter() - ts
-                nfe += 1
+                s = self._score(x, z1, score)
                 d2 = z1**2 - z0**2
                 x = x + d2 * s + math.sqrt(d2) * white_noise(x.shape, x.dtype, x.device, g)
                 x = likelihood_step(x, maps)
                 for _ in range(self.n_corrector):
-                    ts = time.perf_counter()
-                    s = self._score(x, z0)
-                    score_time += time.perf_counter() - ts
-                    nfe += 1
+                    s = self._score(x, z0, score)
                     xi = white_noise(x.shape, x.dtype, x.device, g)
                     eps = 2 * (self.snr * xi.flatten(1).norm(dim=1) / s.flatten(1).norm(dim=1).clamp_min(1e-12)) ** 2
                     eps = eps.reshape(P, 1, 1)
@@ -448,14 +439,7 @@ class JointPoGMDM:
                 if self.update_maps and self.mu > 0:
                     grad = x.conj()[:, None] * fourier.adjoint_weighted(fourier.residual(x, maps, yn))
                     maps = smoothness_prox(maps - step_s * grad, self.smooth)
-                levels_done += 1
-                if pbar is not None:
-                    pbar.update(1)
-        except KeyboardInterrupt:  # keep what was sampled so far (diagnostics["interrupted"])
-            interrupted = True
-        finally:
-            if pbar is not None:
-                pbar.close()
+                loop.step(sigma=z0)
         # A(x, S) = A(a x, S / a) for any pixel-wise a != 0: report the representative with
         # sum_c |S_c|^2 = 1 (the ESPIRiT normalisation), i.e. x * ||S(r)|| and S / ||S(r)||.
         nrm = (maps.abs() ** 2).sum(1).sqrt()
@@ -466,10 +450,10 @@ class JointPoGMDM:
         mmse = x.mean(0, keepdim=True)
         x_map = self._map(mmse, maps_mean[None], yn, fourier) if self.map_steps > 0 else mmse
         wall = time.perf_counter() - t0
-        res = SamplerResult.from_samples(x * scale, nfe=nfe, wall_time=wall, score_time=score_time)
+        res = SamplerResult.from_samples(x * scale, nfe=score.nfe, wall_time=wall, score_time=score.time)
         res.diagnostics.update({
             "map": x_map[0] * scale, "coil_maps": maps_mean, "coil_maps_samples": maps, "zetas": zetas,
-            "scale": scale, "interrupted": interrupted, "levels_done": levels_done,
+            "scale": scale, "interrupted": loop.interrupted, "levels_done": loop.levels_done,
             "fourier_norm": fourier.norm,
         })
         return res
