@@ -533,14 +533,14 @@ def _normalise(k: torch.Tensor) -> tuple[float, torch.Tensor]:
     1e-25 underflow (and at 1e36 overflow) in float32, which made the percentile 0 or inf and the
     image blank. Any finite, nonzero scale of the data now gives the same normalised slice.
     """
-    from ..data.sample import percentile_scale
+    from ..physics.intensity import intensity_scale
     from ..physics.coils import rss
     from ..physics.fft import ifft2c
 
     kd = k.to(torch.complex128)
     peak = float(kd.abs().max())
     kd = kd / peak
-    rel = percentile_scale(rss(ifft2c(kd), dim=-3), 0.95)
+    rel = intensity_scale(rss(ifft2c(kd), dim=-3), 0.95)
     return peak * rel, (kd / rel).to(torch.complex64)
 
 

@@ -30,7 +30,8 @@ from ..io import atomic_path
 from ..physics.coils import rss, svd_coil_compression
 from ..physics.fft import fft2c, ifft2c
 from ..physics.masks import apply_mask
-from .sample import MRISample, percentile_scale
+from ..physics.intensity import intensity_scale
+from .sample import MRISample
 
 __all__ = [
     "ANATOMY_DEFAULTS",
@@ -531,7 +532,7 @@ def preprocess_multicoil(kspace: torch.Tensor, *, num_virtual: int | None = 8, c
         raise ValueError(f"mask must have shape ({w},) or ({h}, {w}), got {tuple(mask.shape)}")
     y = apply_mask(k, mask)
     sigma = estimate_noise_sigma(k)
-    scale = percentile_scale(rss(ifft2c(y), dim=-3), 0.95)
+    scale = intensity_scale(rss(ifft2c(y), dim=-3), 0.95)
     md = dict(metadata or {})
     from ..physics.masks import acceleration_of
 

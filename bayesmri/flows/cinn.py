@@ -36,6 +36,7 @@ from torch import nn
 
 from .._validate import as_generator
 from ..physics.fft import fft2c, ifft2c
+from ..physics.intensity import intensity_scale
 from .base import make_base
 from .cinn_layers import FCCoupling, FixedPermutation, GlowCoupling, make_downsampling
 from .conditioning import ResNetConditioner
@@ -367,7 +368,7 @@ def mri_condition(zf: torch.Tensor, img_shape: tuple[int, int]):
     c = torch.stack([zr.real, zr.imag], 1).float()
     if tuple(zf.shape[-2:]) != tuple(img_shape):
         c = F.interpolate(c, size=tuple(img_shape), mode="bilinear", antialias=True, align_corners=False)
-    scale = torch.quantile(c.norm(dim=1).flatten(1), 0.95, dim=1).clamp_min(1e-12)[:, None, None, None]
+    scale = intensity_scale(c.norm(dim=1), 0.95, per_item=True)[:, None, None, None]
     return c / scale, scale, ph
 
 

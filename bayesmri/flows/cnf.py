@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from .._validate import as_generator, check_kspace
 from ..physics.cartesian import as_mask4d
 from ..physics.fft import fft2c, ifft2c
+from ..physics.intensity import intensity_scale
 from .base import make_base
 from .layers import ActNorm, AffineCoupling, FixedOrthogonal1x1, InvertibleSequential, Squeeze
 from .sizes import resize_centre, resize_mask, size_plan
@@ -100,7 +101,7 @@ def zero_filled_and_scale(kspace: torch.Tensor, mask: torch.Tensor, percentile: 
     m = as_mask4d(mask.to(kspace.device), H, W)
     zf = ifft2c(m * kspace)
     mag = torch.sqrt((zf.real**2 + zf.imag**2).sum(1)).flatten(1)
-    scale = torch.quantile(mag, percentile, dim=1).clamp_min(torch.finfo(mag.dtype).tiny)
+    scale = intensity_scale(mag, percentile, per_item=True)
     return zf, scale, m
 
 

@@ -49,13 +49,11 @@ def data_scale(op, y: torch.Tensor, q: float = 0.95, n_iter: int = 10, lam: floa
     normalisation (each slice divided by its 95th percentile magnitude). Works for any operator
     (Cartesian, non-Cartesian). Returns 1.0 for an all-zero measurement.
     """
-    if not 0 < q < 1:
-        raise ValueError(f"q must be in (0, 1), got {q}")
+    from ..physics.intensity import intensity_scale
+
     with torch.no_grad():
         x = least_squares_image(op, y, n_iter, lam) if x_ls is None else x_ls
-        m = x.abs().reshape(-1).double().cpu()
-    s = float(torch.quantile(m, q))
-    return s if s > 0 and math.isfinite(s) else 1.0
+    return intensity_scale(x.abs(), q)
 
 
 def sample_prior(prior, n: int, shape, n_levels: int = 200, sigma_max: float = 10.0, sigma_min: float = 0.01,

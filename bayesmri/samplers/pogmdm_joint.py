@@ -43,6 +43,7 @@ import torch
 
 from .._validate import as_generator, check_trajectory
 from ..physics.fft import fft2c, ifft2c
+from ..physics.intensity import intensity_scale
 from .base import ChainLoop, SamplerResult, ScoreCounter, white_noise
 
 __all__ = ["CoilFourier", "CartesianCoilFourier", "NonCartesianCoilFourier", "dst1", "dirichlet_eigenvalues", "smoothness_prox", "JointPoGMDM", "coil_nullspace_residual"]
@@ -400,7 +401,7 @@ class JointPoGMDM:
         step_s = self.mu / fourier.norm
         zf = fourier.coil_images(y)
         rss = zf.abs().pow(2).sum(0).sqrt()
-        scale = float(torch.quantile(rss.flatten().float(), 0.995).clamp_min(1e-12))
+        scale = intensity_scale(rss, 0.995)
         yn = (y / scale)[None]
         zf = zf / scale
         rss = rss / scale
