@@ -85,10 +85,11 @@ def add_arguments(parser) -> None:
         "--array-format", choices=("npz", "h5", "cfl"), default="npz",
         help="format of the array file(s): npz, h5, or cfl (BART .cfl/.hdr pairs <method>_mean/_std/_samples) "
              "(default: npz)")
-    parser.add_argument("--maps", default="espirit", metavar="FILE",
+    parser.add_argument("--maps", default="espirit", metavar="SOURCE",
                         help="coil maps: espirit (estimated from the calibration lines; maps of 1 for single-coil "
-                             "data) or a file of explicit maps: BART .cfl, .npy (C, H, W) or (S, C, H, W), HDF5 "
-                             "FILE.h5[:DATASET] (default: espirit)")
+                             "data), true (the simulation's, stored by `bayesmri simulate`), joint (estimated with "
+                             "the image by methods that do: pogmdm-joint) or a file of explicit maps: BART .cfl, .npy "
+                             "(C, H, W) or (S, C, H, W), HDF5 FILE.h5[:DATASET] (default: espirit)")
     parser.add_argument("--keep-samples", type=int, default=8,
                         help="samples stored in the array file; only these are held in memory (default: 8)")
     parser.add_argument("--chunk", type=int, default=None, metavar="N",
@@ -102,7 +103,7 @@ def add_arguments(parser) -> None:
                         help="weights of a learned method: .safetensors/.json pair or their stem "
                              "(default: the method's shipped weights)")
     parser.add_argument("--prior", default=None, metavar="NAME",
-                        help="score prior of a score-based sampler (pula, ula-annealed, score-mri): score_native, "
+                        help="score prior of a score-based sampler (pula, ula-annealed, score-mri, pogmdm-joint): score_native, "
                              "score_small64, pogmdm, pogmdm_mri, pogmdm_native or a .safetensors path (default: the "
                              "shipped score weights for the image size); --list shows them")
     parser.add_argument("--opt", action="append", default=None, metavar="KEY=VALUE",
@@ -160,6 +161,17 @@ def compress_samples(samples, virtual_coils):
     return out, {"method": "svd", "coils": info[0]["coils"], "requested": virtual_coils,
                  "virtual_coils": [i["virtual_coils"] for i in info],
                  "energy_kept": [round(i["energy_kept"], 6) for i in info], "calib": info[0]["calib"]}
+
+
+#: Dataset of a simulated file that holds the simulation's coil maps ``(S, C, H, W)`` (``recon --maps true``).
+TRUE_MAPS_DATASET = "maps_true"
+
+
+def _has_dataset(path, name: str) -> bool:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return name in f
 
 
 def check_input_file(path: Path) -> Path:
@@ -338,8 +350,14 @@ def load_h5(path: Path, *, slices: list[int] | None = None, mask: RetrospectiveM
     geometry = image_geometry(vol.header, vol.shape)
     if getattr(vol, "orientation", None):
         geometry = replace(geometry, orientation=[vol.orientation[i] for i in idx])
-    file_maps = None
-    if maps not in (None, "espirit"):
+    file_maps = true_maps = None
+    if maps == "true":  # the simulation's maps, stored beside the k-space by `bayesmri simulate`
+        if not (isinstance(vol, FastMRIVolume) and _has_dataset(path, TRUE_MAPS_DATASET)):
+            raise ValueError(f"--maps true: {path} carries no simulated coil maps (dataset {TRUE_MAPS_DATASET!r}, "
+                             "written by `bayesmri simulate`); use --maps espirit")
+        true_maps = read_coil_maps(f"{path}:{TRUE_MAPS_DATASET}", vol.shape[-3] if vol.multicoil else 1, (H0, W0),
+                                   vol.num_slices)
+    elif maps not in (None, "espirit", "joint"):
         file_maps = read_coil_maps(maps, vol.shape[-3] if vol.multicoil else 1, (H0, W0), vol.num_slices)
     H, W = vol.shape[-2:]
     # 2-D masks: the stored calibration block (the greedy search for the largest fully sampled
@@ -432,6 +450,8 @@ def load_h5(path: Path, *, slices: list[int] | None = None, mask: RetrospectiveM
         if file_maps is not None:  # explicit maps, whitened like the data
             smp._maps_espirit = maps_tensor(file_maps, i, getattr(vol, "whitening", None))
             smp.maps_source = "file"
+        if true_maps is not None:
+            smp.maps_true = maps_tensor(true_maps, i)
         samples.append(smp)
         ref = vol.read_target(i)
         if ref is None and k_full is not None:
@@ -740,6 +760,18 @@ def method_options(args) -> dict | None:
                          opts=getattr(args, "opt", None))
 
 
+def map_source(args) -> str:
+    """The method's coil-map source for ``--maps``: ``espirit``, ``true`` or ``joint`` as given, ``espirit`` for a
+    file (its maps take ESPIRiT's place); a source the method does not take is a one-line error."""
+    from ..methods import check_maps
+    from ..methods.registry import MAP_SOURCES
+
+    maps = getattr(args, "maps", None) or "espirit"
+    src = maps if maps in MAP_SOURCES else "espirit"
+    check_maps(args.method, src)
+    return src
+
+
 def run(args) -> int:
     from ..methods import method_info
 
@@ -763,6 +795,7 @@ def run(args) -> int:
     if args.chunk is not None and args.chunk < 1:
         raise ValueError(f"--chunk must be >= 1, got {args.chunk}")
     _retrospective_mask(args)
+    map_source(args)
     if args.slices is not None:
         parse_slices(args.slices, 10**9)  # the syntax here; the range once the file is open
     device = resolve_device(args.device)
@@ -874,7 +907,7 @@ def _run(args, path: Path, device) -> int:
                 options = method_options(args)
                 try:
                     res = run_method(args.method, samples, n_samples=args.samples, seed=args.seed, device=device,
-                                     maps="espirit", progress=progress, on_slice=lambda: bar.update(1),
+                                     maps=map_source(args), progress=progress, on_slice=lambda: bar.update(1),
                                      options=options, chunk=args.chunk, keep=args.keep_samples)
                 except ValueError as exc:
                     # a problem of the data found by the method (e.g. "k-space centre is not sampled")

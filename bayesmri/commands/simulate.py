@@ -110,6 +110,8 @@ def run(args) -> int:
         out, k, reconstruction=ref, recon_size=tuple(samples[0].img_shape),
         acquisition="bayesmri_simulated", mask=mask if same_mask and not full else None, num_low_frequency=num_low,
         patient_id=f"bayesmri-{args.split}", extra_attrs=attrs,
+        # the simulation's coil maps, for `recon --maps true` (S, C, H, W)
+        extra_datasets={"maps_true": torch.stack([s.maps_true for s in samples]).to(torch.complex64)},
     )
     R = attrs["bayesmri_acceleration"]
     print(
