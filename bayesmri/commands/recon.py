@@ -28,7 +28,6 @@ succeeded: a failed run leaves no output behind.
 from __future__ import annotations
 
 import math
-import os
 import re
 import signal
 import sys

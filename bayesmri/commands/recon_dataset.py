@@ -67,7 +67,7 @@ def run_dataset(args, device) -> int:
     from .recon import _retrospective_mask, compress_samples, parse_slices, to_recon_grid
 
     if getattr(args, "maps", "espirit") not in (None, "espirit"):
-        raise ValueError("--maps FILE is for one input; a dataset run estimates ESPIRiT maps for every file")
+        raise ValueError(f"--maps {args.maps} is for one input; a dataset run estimates ESPIRiT maps for every file")
     if getattr(args, "partial", False):
         raise ValueError("--partial is for one file: a dataset run keeps every finished file and resumes where it stopped")
     inputs = find_inputs(args.input)

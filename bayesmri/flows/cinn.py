@@ -35,13 +35,11 @@ import torch
 from torch import nn
 
 from .._validate import as_generator
-from ..physics.fft import fft2c, ifft2c
 from ..physics.intensity import intensity_scale
 from .base import make_base
 from .cinn_layers import FCCoupling, FixedPermutation, GlowCoupling, make_downsampling
 from .conditioning import ResNetConditioner
 from .layers import FixedOrthogonal1x1, InvertibleSequential
-from .sizes import check_size_policy, resize_centre, size_plan
 
 __all__ = [
     "ConditionalINN",

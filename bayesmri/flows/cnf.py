@@ -44,7 +44,6 @@ from ..physics.fft import fft2c, ifft2c
 from ..physics.intensity import intensity_scale
 from .base import make_base
 from .layers import ActNorm, AffineCoupling, FixedOrthogonal1x1, InvertibleSequential, Squeeze
-from .sizes import resize_centre, resize_mask, size_plan
 from .unet import UNet
 
 __all__ = [

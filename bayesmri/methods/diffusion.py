@@ -8,9 +8,9 @@ Importing this module registers (see :mod:`bayesmri.methods.registry`):
 - ``score-mri``: Score-MRI predictor-corrector (:class:`~bayesmri.samplers.ScoreMRI`, Chung & Ye 2022,
   Alg. 3 on the SENSE model, CCDF start).
 
-All three use the learned VE-SDE prior (:func:`~bayesmri.samplers.learned.load_default_score_prior`,
+All three use the learned VE-SDE prior (:func:`~bayesmri.priors.score.load_default_score_prior`,
 weights ``score_native`` for images of at least 96 px a side, ``score_small64`` below:
-:func:`~bayesmri.samplers.learned.default_score_weights`) at the data's intensity scale ``a`` = 95th percentile of ``|A^+ y|``
+:func:`~bayesmri.priors.score.default_score_weights`) at the data's intensity scale ``a`` = 95th percentile of ``|A^+ y|``
 (:func:`~bayesmri.samplers.learned.data_scale`; measured data only). **Noise levels** in the options
 (``sigma_max``, ``sigma_min``) are in the units of the training images (95th percentile 1) and are
 multiplied by ``a``. The measurement noise is ``sample.noise_sigma`` (per complex k-space sample),
@@ -18,7 +18,7 @@ or, when that is 0 (unknown, e.g. real data), estimated from the outer 2 % of th
 (:func:`estimate_noise_sigma`; an overestimate by up to 2x on small simulated images).
 
 Options common to the three methods (:data:`COMMON_OPTIONS`): ``maps`` ("espirit"|"true"), ``prior`` (a
-:class:`~bayesmri.samplers.learned.ScorePrior`, a network with ``score``, the name of a score prior of
+:class:`~bayesmri.priors.score.ScorePrior`, a network with ``score``, the name of a score prior of
 :mod:`bayesmri.priors.registry` such as ``score_native`` or ``pogmdm``, a weights path, or ``None`` for the
 shipped weights), ``weights`` (name or path of safetensors weights, the same as a ``prior`` name), ``scale`` (``"auto"`` or a float),
 ``noise_sigma``, ``chunk_size``, ``max_time`` (seconds; stop early and keep the chains), ``phase``,

@@ -117,7 +117,7 @@ def run_method(name: str, samples, *, n_samples: int = 1, seed: int = 0, device=
     Slice ``i`` gets a generator seeded with ``seed + first + i`` (``first``: the position of
     ``samples[0]`` among a file's slices, for a caller that streams them one at a time). ``maps`` (``"espirit"``/``"true"``) is
     passed to methods that take it. ``on_slice()`` is called after each slice (progress bars).
-    ``options`` are extra keyword options for the method (e.g. its ``demo_options``).
+    ``options`` are extra keyword options for the method (e.g. a preset: :func:`bayesmri.methods.preset_options`).
 
     ``chunk``: run at most this many chains at once (a sampler's memory grows with its chains:
     ~0.35 GB each at 320x320 with 16 coils); the chunks' samples are pooled and summarised by
