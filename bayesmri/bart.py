@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import atomic_path
+from .io import atomic_path, atomic_write
 
 __all__ = ["readcfl", "writecfl", "bart_available", "bart", "BartError", "stack_to_bart", "SLICE_DIM", "AVG_DIM"]
 
@@ -73,8 +73,7 @@ def writecfl(name, array) -> None:
     # Data first, header last: a reader that finds the new header also finds complete data.
     with atomic_path(base + ".cfl") as tmp:
         a.ravel(order="F").tofile(tmp)
-    with atomic_path(base + ".hdr") as tmp:
-        tmp.write_text("# Dimensions\n" + " ".join(str(d) for d in dims) + "\n")
+    atomic_write(base + ".hdr", "# Dimensions\n" + " ".join(str(d) for d in dims) + "\n")
 
 
 def stack_to_bart(x, extra_dims=None, samples: bool = False) -> np.ndarray:

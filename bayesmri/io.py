@@ -25,6 +25,7 @@ import numpy as np
 
 __all__ = [
     "atomic_path",
+    "atomic_write",
     "atomic_dir",
     "folder_lock",
     "check_writable",
@@ -181,6 +182,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write ``data`` (bytes, or text as UTF-8) to ``path`` through :func:`atomic_path`; returns ``path``."""
+    with atomic_path(path) as tmp:
+        if isinstance(data, str):
+            tmp.write_text(data, encoding="utf-8")
+        else:
+            tmp.write_bytes(data)
+    return Path(path)
 
 
 @contextlib.contextmanager
@@ -734,9 +745,7 @@ def _json_default(o):
 def save_json(path, obj) -> Path:
     """Write ``obj`` as indented JSON (NaN/Inf refused: the schema has none)."""
     text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default, allow_nan=False)
-    with atomic_path(path) as tmp:
-        tmp.write_text(text + "\n")
-    return Path(path)
+    return atomic_write(path, text + "\n")
 
 
 def load_json(path):

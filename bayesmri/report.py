@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .io import atomic_path, png_bytes, to_numpy
+from .io import atomic_write, png_bytes, to_numpy
 
 __all__ = [
     "ReportFigure",
@@ -341,10 +341,7 @@ def render_report(
 
 def write_report(path, title: str, **kwargs) -> Path:
     """Render (:func:`render_report`) and write the report atomically to ``path``."""
-    text = render_report(title, **kwargs)
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return Path(path)
+    return atomic_write(path, render_report(title, **kwargs))
 
 
 # --------------------------------------------------------------------------------------------------

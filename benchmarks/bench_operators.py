@@ -8,7 +8,8 @@ Run (single thread, so that numbers are comparable on a shared machine)::
 Tables:
 
 1. ``MultiCoilMRI`` (8 coils, R=4 GRO-like 1-D mask) ``A``, ``A_adjoint``, ``normal`` against the bare
-   ``torch.fft.fft2/ifft2`` calls they contain (same shapes, no shifts, no maps): ratio target <= 1.3.
+   ``torch.fft.fft2/ifft2`` calls they contain (same shapes, no shifts, no maps): ratio target <= 1.3;
+   and the composed ``A.H``, ``A.H @ A``, ``A.H @ A + lam I``, which must time as the methods they call.
 2. NUFFT forward/adjoint on a fully covering golden-angle radial trajectory (``ceil(pi/2 N)`` spokes of
    ``N`` samples) for bayesmri's ``NonCartesianMRI`` (finufft), finufft through mri-nufft, and
    torchkbnufft, with the relative error against a direct NUDFT on 400 random samples.
@@ -34,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bayesmri.physics import MultiCoilMRI  # noqa: E402
+from bayesmri.physics import Identity, MultiCoilMRI  # noqa: E402
 from bayesmri.physics.nufft import NonCartesianMRI  # noqa: E402
 from bayesmri.physics.trajectories import radial_trajectory  # noqa: E402
 
@@ -79,6 +80,7 @@ def bench_cartesian(sizes, C, repeats):
     for N in sizes:
         S = coil_maps(C, N, g)
         op = MultiCoilMRI(S, line_mask(N))
+        gram, tikh = op.H @ op, op.H @ op + 1e-2 * Identity((N, N))
         x = crandn(1, N, N, g=g)
         y = op.A(x)
         z = crandn(1, C, N, N, g=g)
@@ -90,6 +92,10 @@ def bench_cartesian(sizes, C, repeats):
             ("A", lambda: op.A(x), t_f),
             ("A_adjoint", lambda: op.A_adjoint(y), t_i),
             ("normal", lambda: op.normal(x), t_f + t_i),
+            # composed forms (physics.linop algebra): must time as the methods they call
+            ("A.H.A", lambda: op.H.A(y), t_i),
+            ("(A.H@A).A", lambda: gram.A(x), t_f + t_i),
+            ("+lam I", lambda: tikh.A(x), t_f + t_i),
         ]:
             t = timeit(fn, repeats)
             print(f"{N:>5} {name:>10} {ms(t)} {ms(ref)} {t / ref:6.2f}")

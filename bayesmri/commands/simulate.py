@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.simulate import TWO_D_PATTERNS, default_num_acs, simulate_builtin
+# The simulation itself is library code (bayesmri.data.simulate); re-exported for the callers of this module.
+from ..data.simulate import TWO_D_PATTERNS, default_num_acs, simulate_builtin, slice_positions  # noqa: F401
 
-__all__ = ["add_arguments", "run"]
-
+__all__ = ["add_arguments", "run", "simulate_builtin", "default_num_acs", "TWO_D_PATTERNS"]
 
 
 def add_arguments(parser) -> None:

@@ -34,7 +34,7 @@ from ..physics.intensity import intensity_scale
 from .sample import MRISample, zero_filled_magnitude
 
 __all__ = ["simulate_acquisition", "smooth_phase", "simulation_maps", "noise_sigma_for_snr", "derive_seed",
-           "SimulatedBrainDataset"]
+           "SimulatedBrainDataset", "simulate_builtin", "default_num_acs", "slice_positions", "TWO_D_PATTERNS"]
 
 
 def smooth_phase(shape: tuple[int, int], generator=None, phase_max: float = math.pi / 2,
@@ -339,8 +339,8 @@ class SimulatedBrainDataset(torch.utils.data.Dataset):
             metadata=md, espirit_options=self.espirit_options)
 
 
-# ------------------------------------------------------------------------------------------ built-in acquisitions
-#: The 2-D sampling patterns (a square calibration block rather than central lines).
+# ---------------------------------------------------------------------- built-in test acquisitions
+#: 2-D sampling patterns (their calibration region is a block, not central lines).
 TWO_D_PATTERNS = ("gaussian2d", "poisson")
 
 
@@ -378,8 +378,7 @@ def simulate_builtin(split="test", n_slices=4, pattern="gro", acceleration=4.0, 
     phase and the noise do not depend on the mask, so the measured k-space of a pattern equals the
     fully sampled k-space with that mask applied (:func:`bayesmri.physics.masks.apply_mask`).
     """
-    from . import num_slices
-    from .builtin import DEFAULT_SIZE
+    from .builtin import DEFAULT_SIZE, num_slices
     from ..physics.masks import MASK_PATTERNS
 
     size = DEFAULT_SIZE if size is None else int(size)
@@ -403,7 +402,6 @@ def simulate_builtin(split="test", n_slices=4, pattern="gro", acceleration=4.0, 
 
 
 def _Dataset(*args, **kw):
-    from . import SimulatedBrainDataset, derive_seed
     from ..physics.masks import make_mask
 
     class _SmallSeedMasks(SimulatedBrainDataset):

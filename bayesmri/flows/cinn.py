@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -298,24 +296,17 @@ def refine_sample(model: ConditionalINN, forward_op, y: torch.Tensor, c: torch.T
 
 
 def save_cinn(model: ConditionalINN, stem, metadata: dict | None = None) -> Path:
-    """Write ``stem.safetensors`` + ``stem.json`` atomically (temp file + rename)."""
+    """Write ``stem.safetensors`` + ``stem.json`` atomically (:func:`bayesmri.io.atomic_path`)."""
     from safetensors.torch import save_file
 
+    from ..io import atomic_path, atomic_write
+
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    for suffix, writer in ((".safetensors", lambda p: save_file(sd, p)),
-                           (".json", lambda p: Path(p).write_text(json.dumps(
-                               {"model_type": model.model_type, "config": model.config, **(metadata or {})}, indent=2)))):
-        fd, tmp = tempfile.mkstemp(prefix=f".{stem.name}.", suffix=suffix, dir=stem.parent)
-        os.close(fd)
-        try:
-            writer(tmp)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, str(stem) + suffix)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    text = json.dumps({"model_type": model.model_type, "config": model.config, **(metadata or {})}, indent=2)
+    with atomic_path(str(stem) + ".safetensors") as tmp:
+        save_file(sd, str(tmp))
+    atomic_write(str(stem) + ".json", text)
     return stem.with_suffix(".safetensors")
 
 
@@ -349,6 +340,13 @@ def default_weights() -> Path:
 DEFAULT_WEIGHTS = default_weights()
 
 
+def mri_training_mask(size: int, seed: int = 0) -> torch.Tensor:
+    """The mask of the single-coil MRI cINN's training data (Denker et al.): uniform 1-D, R = 4, 8 % ACS lines."""
+    from ..physics.masks import make_mask
+
+    return make_mask("uniform1d", (size, size), 4, num_acs=max(1, round(0.08 * size)), seed=seed)
+
+
 def mri_condition(zf: torch.Tensor, img_shape: tuple[int, int]):
     """Inversion image of the MRI cINN from the adjoint ``A^H y`` ``(B, H, W)`` complex.
 
@@ -368,14 +366,6 @@ def mri_condition(zf: torch.Tensor, img_shape: tuple[int, int]):
         c = F.interpolate(c, size=tuple(img_shape), mode="bilinear", antialias=True, align_corners=False)
     scale = intensity_scale(c.norm(dim=1), 0.95, per_item=True)[:, None, None, None]
     return c / scale, scale, ph
-
-
-def single_coil_training_mask(size: int, seed: int = 0) -> torch.Tensor:
-    """The one fixed mask of the single-coil weights' training data (``cinn_mri64``): uniform random columns,
-    R = 4, ``round(0.08 size)`` central lines (:func:`bayesmri.physics.masks.make_mask`)."""
-    from ..physics.masks import make_mask
-
-    return make_mask("uniform1d", (size, size), 4, num_acs=max(1, round(0.08 * size)), seed=seed)
 
 
 def _cinn_at_size(model: ConditionalINN, meta: dict, size) -> ConditionalINN:

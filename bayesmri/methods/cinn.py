@@ -11,7 +11,7 @@ import time
 import torch
 
 from .._validate import as_generator
-from ..flows.cinn import _cinn_at_size, default_weights, load_cinn, mri_condition, single_coil_training_mask
+from ..flows.cinn import _cinn_at_size, default_weights, load_cinn, mri_condition, mri_training_mask
 from ..flows.sizes import check_size_policy, resize_centre, size_plan
 from ..physics.fft import fft2c, ifft2c
 from ..samplers.base import SamplerResult
@@ -109,4 +109,4 @@ def _in_training_family(sample, kind: str) -> bool:
     m = sample.mask
     if sample.ncoils != 1 or m is None or m.ndim != 1 or H != W:
         return False
-    return bool(torch.equal(m.float().cpu().reshape(-1), single_coil_training_mask(W).float().reshape(-1)))
+    return bool(torch.equal(m.float().cpu().reshape(-1), mri_training_mask(W).float().reshape(-1)))

@@ -1,6 +1,7 @@
 """MRI physics: Fourier transforms, forward operators, sampling patterns, trajectories and coils."""
 from .fft import fft2c, ifft2c
-from .linop import LinearOperator, conjugate_gradient, cdot
+from .linop import (Adjoint, DenseOperator, Diagonal, Identity, LinearOperator, Normal, Product, Scaled, Sum,
+                    cdot, conjugate_gradient)
 from .cartesian import SingleCoilMRI, MultiCoilMRI, CoilImageMRI, as_mask4d
 
 __all__ = [
@@ -9,6 +10,14 @@ __all__ = [
     "LinearOperator",
     "conjugate_gradient",
     "cdot",
+    "Identity",
+    "Diagonal",
+    "DenseOperator",
+    "Adjoint",
+    "Normal",
+    "Product",
+    "Sum",
+    "Scaled",
     "SingleCoilMRI",
     "MultiCoilMRI",
     "CoilImageMRI",
@@ -54,3 +63,7 @@ __all__ += ["NonCartesianMRI", "density_compensation", "radial_trajectory", "spi
 from .phase import PhaseModulated, RealInput, fit_smooth_phase, legendre_basis, lowres_phase, remove_lowres_phase
 
 __all__ += ["PhaseModulated", "RealInput", "fit_smooth_phase", "legendre_basis", "lowres_phase", "remove_lowres_phase"]
+
+from .coil_fourier import CartesianCoilFourier, CoilFourier, NonCartesianCoilFourier
+
+__all__ += ["CartesianCoilFourier", "CoilFourier", "NonCartesianCoilFourier"]

@@ -24,7 +24,7 @@ import torch
 
 from .fft import fft2c, ifft2c
 from .._validate import as_generator
-from .linop import LinearOperator
+from .linop import Diagonal, LinearOperator, Product
 
 __all__ = ["lowres_phase", "remove_lowres_phase", "fit_smooth_phase", "legendre_basis", "PhaseModulated", "RealInput"]
 
@@ -134,12 +134,13 @@ def remove_lowres_phase(x: torch.Tensor, width: int = 8) -> torch.Tensor:
     return x * lowres_phase(x, width).conj()
 
 
-class PhaseModulated(LinearOperator):
+class PhaseModulated(Product):
     """``A' = A diag(p)`` for a unit-modulus phase map ``p``: ``A'(x') = A(p x')``, ``A'^H = conj(p) A^H``.
 
     Sampling ``x'`` under ``A'`` and returning ``x = p x'`` is sampling ``x`` under ``A`` with the
     demodulated image ``x' = conj(p) x`` as the variable the prior sees (module docstring).
-    ``normal`` is ``conj(p) A^H A (p x')``; ``||A'|| = ||A||``.
+    It is the composition ``op @ Diagonal(p, op.domain_shape)`` with the phase checked, so ``normal``
+    is ``conj(p) A^H A (p x')`` through ``op.normal``; ``||A'|| = ||A||``.
 
     Parameters
     ----------
@@ -161,25 +162,13 @@ class PhaseModulated(LinearOperator):
         except RuntimeError:
             raise ValueError(f"phase of shape {tuple(phase.shape)} does not broadcast against the operator's "
                              f"domain {(op.batch_size, *op.domain_shape)}") from None
+        phase = phase.to(device=op.device, dtype=op.dtype if op.dtype.is_complex else phase.dtype)
+        super().__init__(op, Diagonal(phase, op.domain_shape))
         self.op = op
-        self.phase = phase.to(device=op.device, dtype=op.dtype if op.dtype.is_complex else phase.dtype)
-        self.domain_shape, self.range_shape = op.domain_shape, op.range_shape
-        self.batch_size, self.dtype, self.device = op.batch_size, op.dtype, op.device
 
-    def A(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op.A(self.phase * x)
-
-    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        return self.phase.conj() * self.op.A_adjoint(y)
-
-    def normal(self, x: torch.Tensor) -> torch.Tensor:
-        return self.phase.conj() * self.op.normal(self.phase * x)
-
-    def to(self, device) -> "PhaseModulated":
-        self.op.to(device)
-        self.phase = self.phase.to(device)
-        self.device = torch.device(device)
-        return self
+    @property
+    def phase(self) -> torch.Tensor:
+        return self.right.diag
 
 
 class RealInput(LinearOperator):
@@ -206,6 +195,7 @@ class RealInput(LinearOperator):
         self.domain_shape, self.range_shape = op.domain_shape, op.range_shape
         self.batch_size, self.device = op.batch_size, op.device
         self.dtype = torch.float64 if op.dtype == torch.complex128 else torch.float32
+        self.range_dtype = op.range_dtype
 
     def A(self, x: torch.Tensor) -> torch.Tensor:
         if x.is_complex():

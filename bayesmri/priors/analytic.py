@@ -22,41 +22,10 @@ import torch
 
 from .._validate import as_generator, check_finite
 from ..physics.fft import fft2c, ifft2c
-from ..physics.linop import LinearOperator
+from ..physics.linop import DenseOperator  # noqa: F401 (moved to physics; re-exported)
 
 __all__ = ["DenseOperator", "GaussianMixturePrior", "GaussianPrior", "StationaryGaussianPrior",
            "gaussian_mixture_image_prior"]
-
-
-class DenseOperator(LinearOperator):
-    """A dense matrix as a forward model on vectors: ``A x = M x`` for ``x: (B, n)`` -> ``(B, m)``.
-
-    Real or complex; useful for toy problems (the pULA paper's 2-D example) and for compressed
-    sensing with Gaussian matrices. The same samplers run on it as on MRI operators.
-    """
-
-    def __init__(self, matrix: torch.Tensor):
-        if not isinstance(matrix, torch.Tensor) or matrix.ndim != 2:
-            raise TypeError("matrix must be a 2-D torch.Tensor (m, n)")
-        check_finite(matrix, "matrix")
-        self.matrix = matrix
-        self.domain_shape = (matrix.shape[1],)
-        self.range_shape = (matrix.shape[0],)
-        self.dtype = matrix.dtype
-        self.device = matrix.device
-        self.batch_size = 1
-
-    def _check(self, v, n, name):
-        if v.ndim != 2 or v.shape[-1] != n:
-            raise ValueError(f"{name} must have shape (B, {n}), got {tuple(v.shape)}")
-
-    def A(self, x):
-        self._check(x, self.matrix.shape[1], "x")
-        return x @ self.matrix.transpose(0, 1).to(x.dtype if x.is_complex() else self.matrix.dtype)
-
-    def A_adjoint(self, y):
-        self._check(y, self.matrix.shape[0], "y")
-        return y @ self.matrix.conj().to(y.dtype if y.is_complex() else self.matrix.dtype)
 
 
 def _flat(x: torch.Tensor, event_ndim: int) -> torch.Tensor:

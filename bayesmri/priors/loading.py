@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..io import atomic_path
+from ..io import atomic_write
 
 
 __all__ = ["MODEL_TYPES", "register_model_type", "save_model", "load_model", "read_config", "weights_dir", "resolve_weights"]
@@ -40,11 +40,6 @@ def register_model_type(name: str, target: str) -> None:
 def weights_dir() -> Path:
     """The folder of weights shipped with the package."""
     return Path(__file__).resolve().parent.parent / "weights"
-
-
-def _atomic_write_bytes(data: bytes, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
 
 
 def save_model(weights, stem, *, model_type: str, config: dict, training: dict | None = None,
@@ -86,8 +81,8 @@ def save_model(weights, stem, *, model_type: str, config: dict, training: dict |
         meta.setdefault(k, v)
     text = json.dumps(meta, indent=2, sort_keys=False)  # fails before any file is touched if not JSON-able
     st_path = stem.with_suffix(".safetensors")
-    _atomic_write_bytes(save(tensors, metadata={"model_type": model_type}), st_path)
-    _atomic_write_bytes((text + "\n").encode(), stem.with_suffix(".json"))
+    atomic_write(st_path, save(tensors, metadata={"model_type": model_type}))
+    atomic_write(stem.with_suffix(".json"), text + "\n")
     return st_path
 
 

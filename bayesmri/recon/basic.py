@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 
 from .._validate import check_complex, check_finite
-from ..physics.linop import LinearOperator, rdot, sqnorm
+from ..physics.linop import LinearOperator, conjugate_gradient
 
 __all__ = ["zero_filled", "cg_sense", "check_recon_inputs", "iterate"]
 
@@ -123,26 +123,4 @@ def cg_sense(
     def M(v):
         return op.normal(v) + lam * v if lam else op.normal(v)
 
-    # Own loop (rather than physics.conjugate_gradient) so that progress and callback see each step.
-    x = torch.zeros_like(rhs) if x0 is None else x0.clone()
-    r = rhs - M(x) if x0 is not None else rhs.clone()
-    p = r.clone()
-    rs = sqnorm(r)
-    tiny = torch.finfo(rs.dtype).tiny
-    stop = (tol**2) * sqnorm(rhs).clamp_min(tiny)
-    shape = (-1,) + (1,) * (rhs.ndim - 1)
-    for it in iterate(max_iter, progress, "CG-SENSE"):
-        if bool((rs <= stop).all()):
-            break
-        Mp = M(p)
-        pMp = rdot(p, Mp)
-        alpha = torch.where(pMp > 0, rs / pMp.clamp_min(tiny), torch.zeros_like(rs)).reshape(shape)
-        x = x + alpha.to(x.dtype) * p
-        r = r - alpha.to(r.dtype) * Mp
-        rs_new = sqnorm(r)
-        beta = torch.where(rs > 0, rs_new / rs.clamp_min(tiny), torch.zeros_like(rs)).reshape(shape)
-        p = r + beta.to(p.dtype) * p
-        rs = rs_new
-        if callback is not None:
-            callback(it, x)
-    return x
+    return conjugate_gradient(M, rhs, x0, max_iter, tol, callback=callback, progress="CG-SENSE" if progress else False)

@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from ..physics.linop import LinearOperator, cdot, rdot, sqnorm
+from ..physics.linop import LinearOperator, cdot, conjugate_gradient, sqnorm
 from .basic import _check_iters, _check_positive, check_recon_inputs, iterate
 from .prox import finite_difference, finite_difference_adjoint, finite_difference_normal, group_soft_threshold, tv_norm
 
@@ -99,10 +99,10 @@ def tv_recon(
     rho_b = torch.full((B,), rho, dtype=real, device=x.device)
     z = finite_difference(x)
     u = torch.zeros_like(z)
-    tiny = torch.finfo(real).tiny
-    # A^H A x is carried along the CG updates (A^H A p is computed anyway), so the residual of each
-    # warm start costs no extra A^H A: cg_iter applications per ADMM iteration instead of cg_iter + 1.
-    # Recomputed every 10 iterations so that float round-off cannot accumulate.
+    # A^H A x is carried from one x-update to the next, so the residual of each warm start costs no
+    # extra A^H A: from CG's final residual r = rhs - (A^H A + rho D^H D) x, A^H A x = rhs - r - rho D^H D x
+    # (D^H D is cheap). cg_iter applications per ADMM iteration instead of cg_iter + 1; recomputed every
+    # 10 iterations so that float round-off cannot accumulate.
     Nx = op.normal(x)
 
     for it in iterate(max_iter, progress, "TV (ADMM)"):
@@ -111,21 +111,9 @@ def tv_recon(
             Nx = op.normal(x)
         rhs = aty + rb * finite_difference_adjoint(z - u)
         # Warm-started CG on the x-subproblem (A^H A + rho D^H D) x = rhs, batched (own rho per entry).
-        r = rhs - Nx - rb * finite_difference_normal(x)
-        p = r.clone()
-        rs = sqnorm(r)
-        for _ in range(cg_iter):
-            Np = op.normal(p)
-            Mp = Np + rb * finite_difference_normal(p)
-            pMp = rdot(p, Mp)
-            alpha = _bcast(torch.where(pMp > 0, rs / pMp.clamp_min(tiny), torch.zeros_like(rs)), x).to(x.dtype)
-            x = x + alpha * p
-            Nx = Nx + alpha * Np
-            r = r - alpha * Mp
-            rs_new = sqnorm(r)
-            beta = _bcast(torch.where(rs > 0, rs_new / rs.clamp_min(tiny), torch.zeros_like(rs)), x)
-            p = r + beta.to(p.dtype) * p
-            rs = rs_new
+        x, r = conjugate_gradient(lambda v: op.normal(v) + rb * finite_difference_normal(v), rhs, x, cg_iter, 0.0,
+                                  r0=rhs - Nx - rb * finite_difference_normal(x), return_residual=True)
+        Nx = rhs - r - rb * finite_difference_normal(x)
 
         Dx = finite_difference(x)
         z_old = z

@@ -1,7 +1,7 @@
 """Joint image / coil-sensitivity posterior sampling with a PoGMDM prior (Nagler, Zach, Pock 2025, Alg. 1).
 
 Model (Nagler eqs. 7-9): ``z_c = F(S_c x) + e`` with one per-coil Fourier operator ``F`` (a
-:class:`CoilFourier`): the masked centred FFT ``M fft2c`` (Cartesian) or the NUFFT
+:class:`~bayesmri.physics.coil_fourier.CoilFourier`): the masked centred FFT ``M fft2c`` (Cartesian) or the NUFFT
 ``(1/sqrt(HW)) F_nu`` at a trajectory (:class:`bayesmri.physics.nufft.NonCartesianMRI`, finufft), with
 optional density weights ``W`` in the data term (``weighting="dcf"``). Gaussian likelihood
 ``exp(-1/2 ||W^{1/2} (A(x, S) - z)||^2)``,
@@ -42,7 +42,7 @@ import time
 import torch
 
 from .._validate import as_generator, check_trajectory
-from ..physics.fft import fft2c, ifft2c
+from ..physics.coil_fourier import CartesianCoilFourier, CoilFourier, NonCartesianCoilFourier
 from ..physics.intensity import intensity_scale
 from .base import ChainLoop, SamplerResult, ScoreCounter, white_noise
 
@@ -107,153 +107,6 @@ def coil_nullspace_residual(maps: torch.Tensor, coil_images: torch.Tensor, suppo
         s = s[:, None] if s.ndim == 3 else s
         r, x2 = r * s, x2 * s
     return r.flatten(1).sum(1) / x2.flatten(1).sum(1).clamp_min(eps)
-
-
-# ------------------------------------------------------------------------------------------ Fourier
-class CoilFourier:
-    """The per-coil Fourier operator ``F`` of the joint model ``z_c = F(S_c x)`` (shared by all coils).
-
-    Subclasses give ``forward(z (P, C, H, W)) -> data (P, C, *data_shape)`` and
-    ``adjoint_weighted(r) = F^H W r -> (P, C, H, W)`` (``W`` the data-term weights, identity by
-    default), ``coil_images(y (C, *data_shape)) -> (C, H, W)`` (the initialisation: zero-filled or
-    gridded), and ``norm = ||F^H W F||`` (the Lipschitz constant that scales the gradient steps).
-    """
-
-    img_shape: tuple[int, int]
-    data_shape: tuple[int, ...]
-    norm: float
-
-    def residual(self, x: torch.Tensor, maps: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``F(S_c x) - z_c`` for ``x (P, H, W)``, ``maps (P|1, C, H, W)``, ``y (1, C, *data_shape)``."""
-        return self.forward(maps * x[:, None]) - y
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def adjoint_weighted(self, r: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def coil_images(self, y: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
-
-
-class CartesianCoilFourier(CoilFourier):
-    """``F = M fft2c`` with a 0/1 mask ``M`` broadcasting to ``(H, W)`` (``(W,)`` or ``(H, W)``).
-
-    ``F^H F = ifft2c M fft2c`` is a projection, so ``norm = 1``; k-space data ``(C, H, W)``, zeros
-    off the mask.
-    """
-
-    def __init__(self, mask: torch.Tensor, img_shape: tuple[int, int], device=None):
-        H, W = img_shape
-        mask = torch.as_tensor(mask, dtype=torch.float32, device=device)
-        if mask.ndim == 1:
-            if mask.shape[0] != W:
-                raise ValueError(f"1-D mask has length {mask.shape[0]}, expected W={W}")
-            mask = mask.expand(H, W)
-        if mask.ndim != 2 or tuple(mask.shape) != (H, W):
-            raise ValueError(f"mask shape {tuple(mask.shape)} does not broadcast to {(H, W)}")
-        if not bool((mask != 0).any()):
-            raise ValueError("mask samples nothing")
-        self.mask = mask.reshape(1, 1, H, W)
-        self.img_shape = (H, W)
-        self.data_shape = (H, W)
-        self.norm = 1.0
-
-    def forward(self, z):
-        return self.mask * fft2c(z)
-
-    def adjoint_weighted(self, r):
-        return ifft2c(self.mask * r)
-
-    def coil_images(self, y):
-        return ifft2c(y * self.mask[0])
-
-
-class NonCartesianCoilFourier(CoilFourier):
-    """``F = (1/sqrt(HW)) F_nu`` at a trajectory, by :class:`bayesmri.physics.nufft.NonCartesianMRI`.
-
-    Parameters
-    ----------
-    trajectory : Tensor ``(K, 2)`` in ``[-0.5, 0.5]`` cycles/pixel (column 0 pairs with H).
-    img_shape : (H, W)
-    dcf : Tensor ``(K,)``, optional
-        Density compensation in Cartesian cells per sample (default: Pipe-Menon,
-        :func:`bayesmri.physics.trajectories.density_compensation`); used for the gridded initial coil
-        images and, with ``weighting="dcf"``, in the data term.
-    weighting : {"dcf", "none"}
-        ``"dcf"`` (default): ``W = diag(dcf)``, density-weighted least squares (the classic gridding
-        preconditioner, ``F^H W F ~ I``): fast data consistency everywhere in k-space, at the price of
-        down-weighting the redundant centre samples. ``"none"``: the exact white-noise likelihood,
-        ``W = I``; ``||F^H F||`` is then the largest local sampling density (about the number of
-        spokes for radial), so one gradient step barely moves the sparsely sampled outer k-space
-        (val slice, radial R = 4: MMSE 25.6 dB vs 33.9 dB with ``"dcf"``, see ``docs/pogmdm.md``).
-    dtype : complex dtype of the transforms (complex64).
-
-    ``norm = ||F^H W F||`` is estimated once by power iteration (:meth:`LinearOperator.compute_norm`
-    of ``W^{1/2} F``). finufft plans are cached by the operator and reused for every call.
-    """
-
-    def __init__(self, trajectory: torch.Tensor, img_shape: tuple[int, int], dcf: torch.Tensor | None = None,
-                 weighting: str = "dcf", dtype=torch.complex64, device=None, norm_iter: int = 50):
-        from ..physics.nufft import NonCartesianMRI
-        from ..physics.trajectories import density_compensation
-
-        check_trajectory(trajectory)
-        if trajectory.ndim != 2:
-            raise ValueError(f"trajectory must be (K, 2) (one slice), got {tuple(trajectory.shape)}")
-        if weighting not in ("none", "dcf"):
-            raise ValueError(f"weighting must be 'none' or 'dcf', got {weighting!r}")
-        if len(img_shape) != 2 or min(img_shape) < 1:
-            raise ValueError(f"img_shape must be (H, W) with positive sizes, got {img_shape}")
-        H, W = (int(v) for v in img_shape)
-        K = trajectory.shape[0]
-        if dcf is None:
-            dcf = density_compensation(trajectory, (H, W))
-        if not isinstance(dcf, torch.Tensor) or dcf.is_complex() or dcf.reshape(-1).shape[0] != K:
-            raise ValueError(f"dcf must be a real tensor with {K} entries (one per trajectory point)")
-        real = dtype.to_real()
-        self.dcf = dcf.reshape(1, 1, K).to(device=device, dtype=real)
-        self.weights = self.dcf if weighting == "dcf" else None
-        self.weighting = weighting
-        self.img_shape = (H, W)
-        self.data_shape = (K,)
-        # a single-coil operator: coils (and chains) ride on its batch axis, one plan per P*C
-        self.op = NonCartesianMRI(trajectory.to(device=device, dtype=real), (H, W), dcf=self.dcf[0, 0])
-        self.norm = self._estimate_norm(norm_iter)
-
-    def _estimate_norm(self, n_iter):
-        from ..physics.linop import LinearOperator
-
-        fourier = self
-
-        class _Weighted(LinearOperator):  # W^{1/2} F: its ||.||^2 is ||F^H W F||
-            domain_shape, range_shape, batch_size = fourier.img_shape, (1,) + fourier.data_shape, 1
-            dtype, device = fourier.op.dtype, fourier.op.device
-
-            def A(self, x):
-                y = fourier.op.A(x)
-                return y if fourier.weights is None else fourier.weights.sqrt() * y
-
-            def A_adjoint(self, y):
-                y = y if fourier.weights is None else fourier.weights.sqrt() * y
-                return fourier.op.A_adjoint(y)
-
-        return float(_Weighted().compute_norm(n_iter=n_iter, tol=1e-4, generator=0))
-
-    def forward(self, z):
-        P, C = z.shape[:2]
-        return self.op.A(z.reshape(P * C, *self.img_shape)).reshape(P, C, -1)
-
-    def adjoint_weighted(self, r):
-        P, C = r.shape[:2]
-        if self.weights is not None:
-            r = self.weights * r
-        return self.op.A_adjoint(r.reshape(P * C, 1, -1)).reshape(P, C, *self.img_shape)
-
-    def coil_images(self, y):
-        C = y.shape[0]
-        return self.op.gridding(y.reshape(C, 1, -1)).reshape(C, *self.img_shape)
 
 
 # ------------------------------------------------------------------------------------------ sampler

@@ -40,7 +40,7 @@ import math
 
 import torch
 
-from ..physics.fft import fft2c, ifft2c
+from ..physics.coil_fourier import CartesianCoilFourier
 from ..physics.linop import conjugate_gradient
 from .base import ComplexSplitScore, Measurement, Sampler, batch_norm, white_noise
 
@@ -159,9 +159,9 @@ class ScoreMRI(Sampler):
                     f"mode {mode!r} needs a Cartesian multi-coil operator with .maps and .mask "
                     f"(MultiCoilMRI), got {type(op).__name__}"
                 )
-            mask, maps = op.mask, op.maps
-            A = lambda v: mask * fft2c(v)  # noqa: E731  single-coil model per coil image
-            AH = lambda k: ifft2c(mask * k)  # noqa: E731
+            maps = op.maps
+            coil_fourier = CartesianCoilFourier(op.mask, op.domain_shape)  # single-coil model per coil image
+            A, AH = coil_fourier.A, coil_fourier.A_adjoint
             dc_scale = 1.0
             # Prior acts on each coil image: (P, C, H, W) -> (P*C, H, W)
             base = score

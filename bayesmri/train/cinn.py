@@ -73,9 +73,9 @@ def _mri(size, n_train, n_test, seed, noise=0.01, **_):
     from ..flows.conditioning import ZeroFilledInversion
     from ..physics.fft import fft2c
 
-    from ..flows.cinn import single_coil_training_mask
+    from ..flows.cinn import mri_training_mask
 
-    mask = single_coil_training_mask(size)
+    mask = mri_training_mask(size)
     inv = ZeroFilledInversion(mask, (size, size))
     op = inv.op
 

@@ -32,7 +32,7 @@ needs_multi = pytest.mark.skipif(not _have(MULTICOIL_WEIGHTS), reason="multi-coi
 
 def _single_coil_samples(n=4, noise=0.01, seed=1):
     """Single-coil samples simulated exactly as ``make_problem("mri")`` trains: the fixed mask, noise 0.01."""
-    from bayesmri.flows.cinn import single_coil_training_mask as _mri_mask
+    from bayesmri.flows.cinn import mri_training_mask as _mri_mask
 
     x = load_slices("test", size=64)[:: 123 // n][:n]
     mask = _mri_mask(64)
