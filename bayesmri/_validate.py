@@ -5,6 +5,8 @@ so that bad input never surfaces as a traceback from deep inside an FFT or a CG 
 """
 from __future__ import annotations
 
+import os
+
 import torch
 
 __all__ = [
@@ -91,3 +93,34 @@ def as_generator(seed=None, device=None) -> torch.Generator | None:
     g = torch.Generator(device=device if device is not None else "cpu")
     g.manual_seed(int(seed))
     return g
+
+
+def resolve_device(device: str) -> torch.device:
+    """``torch.device`` for ``device``; ``ValueError`` if it is unknown or not available here."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"unknown device {device!r}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available (use --device cpu)")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be cpu or cuda[:N], got {device!r}")
+    return dev
+
+
+def check_threads(threads: int) -> int:
+    """``threads`` if it is between 1 and the number of CPU cores, else a ``ValueError``.
+
+    More threads than cores makes torch's thread pool fight itself (a 3 s job took 162 s with 10000).
+    """
+    cores = os.cpu_count() or 1
+    if not 1 <= threads <= cores:
+        raise ValueError(f"--threads must be between 1 and the {cores} CPU core(s) of this machine, got {threads}")
+    return threads
+
+
+def check_seed(seed: int) -> int:
+    """``seed`` if torch can seed a generator with it (and with ``seed + slice``), else a ``ValueError``."""
+    if not 0 <= seed < 2**63 - 2**20:
+        raise ValueError(f"--seed must be between 0 and 2**63 - 2**20, got {seed}")
+    return seed

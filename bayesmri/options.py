@@ -154,7 +154,8 @@ def format_method_list() -> str:
     for m in available_methods():
         info = method_info(m)
         kind = "samples" if info.stochastic else "deterministic"
-        lines.append(f"  {m}  [{kind}]  {info.description}")
+        presets = f"; presets: {', '.join(info.presets)}" if info.presets else ""
+        lines.append(f"  {m}  [{kind}]  {info.description}  (maps: {', '.join(info.maps)}{presets})")
         opts = method_options(m)
         lines.append("      " + (", ".join(f"{k}={v!r}" for k, v in opts.items()) if opts else "(no options)"))
     takes = [m for m in available_methods() if "prior" in method_options(m)]

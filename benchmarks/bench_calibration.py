@@ -64,8 +64,8 @@ GMM_ROWS = ["exact", "pula:n_levels=40", "pula:n_levels=80", "pula", "pula:n_lev
             "pula:n_levels=80,final_denoise=True", "ula", "ula-annealed", "ula-annealed:likelihood_schedule=additive",
             "score-mri", "score-mri:dc_cg_iter=5", "score-mri:likelihood=annealed"]
 
-#: Learned prior (64x64, real images): the registered samplers' settings (``bayesmri.samplers.registered``
-#: ``DEFAULTS`` updated by ``BENCH_OPTIONS`` for pULA; Score-MRI at reduced cost: 100 levels from t0 = 0.3,
+#: Learned prior (64x64, real images): the registered samplers' settings (``bayesmri.methods.diffusion``
+#: ``DEFAULTS`` updated by the ``"bench"`` preset for pULA; Score-MRI at reduced cost: 100 levels from t0 = 0.3,
 #: one corrector), in network units (scale 1: the truths are drawn at the training normalisation).
 LEARNED_BASE = {
     "pula": dict(n_levels=80, sigma_max=1.0, sigma_min=0.03, cg_iter=10, final_denoise=True),
@@ -149,7 +149,7 @@ def problem(args):
         maps = birdcage_maps((4, 8, 8), dtype=torch.complex64).unsqueeze(0)
         op = MultiCoilMRI(maps, torch.tensor([0, 1, 0, 1, 1, 1, 0, 1], dtype=torch.float32))
         return prior, prior, op, 0.3 if args.noise is None else args.noise, GMM_BASE, GMM_ROWS
-    from bayesmri.samplers.learned import load_default_score_prior
+    from bayesmri.priors.score import load_default_score_prior
 
     H = W = 64
     maps = birdcage_maps((8, H, W), dtype=torch.complex64).unsqueeze(0).to(args.device)
@@ -200,15 +200,15 @@ def test_split(args):
     """The same statistics on built-in slices (``--split test``: prior mismatch; ``val``): registered methods.
 
     Truth = the simulated complex image; samples = ``L`` draws of the registered method with the
-    benchmark settings (``BENCH_OPTIONS``) updated by the row's options, true coil maps. Coverage and
+    benchmark settings (the ``"bench"`` preset) updated by the row's options, true coil maps. Coverage and
     P-gain then mix sampler error with the prior's mismatch to the slices (``docs/uncertainty.md``). The
     last columns are the magnitude PSNR / SSIM of the mean of the first 8 samples (what ``recon`` reports
     at P = 8), averaged over the slices.
     """
     from bayesmri.metrics import psnr, ssim
-    from bayesmri.commands.simulate import simulate_builtin
+    from bayesmri.data.simulate import simulate_builtin
     from bayesmri.methods import get_method
-    from bayesmri.samplers.registered import BENCH_OPTIONS
+    from bayesmri.methods import preset_options
 
     pattern, R = args.pattern.split(":")
     ss = simulate_builtin(args.split, args.test_split, pattern, float(R), 8, 30.0, 0, 64)
@@ -219,7 +219,7 @@ def test_split(args):
     out = {}
     for spec in args.rows:
         name, _, rest = spec.partition(":")
-        opts = dict(BENCH_OPTIONS.get(name, {}))
+        opts = preset_options(name, "bench")
         for kv in filter(None, rest.split(",")):
             k, _, v = kv.partition("=")
             opts[k] = _value(v)

@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bayesmri.commands.simulate import simulate_builtin  # noqa: E402
+from bayesmri.data.simulate import simulate_builtin  # noqa: E402
 from bayesmri.flows.cinn import _repeat_cond, default_weights, load_cinn, mri_condition  # noqa: E402
 from bayesmri.methods import prepare  # noqa: E402
 from bayesmri.metrics import mean_gain_curve, mean_gain_reference, psnr  # noqa: E402

@@ -25,7 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bayesmri.commands.recon import load_h5, run_method, schema_row  # noqa: E402
+from bayesmri.methods import run_method, schema_row  # noqa: E402
+from bayesmri.commands.recon import load_h5  # noqa: E402
 
 VARIANTS = [
     ("zf", "zf", {}),

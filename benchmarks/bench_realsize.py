@@ -12,7 +12,7 @@ Methods: ``zf``, ``tv``, ``l1wav`` (lambda chosen on ``--val-slices`` val slices
 and pattern from ``LAMBDA_GRID``), and the score-based samplers ``pula``, ``score-mri``,
 ``ula-annealed`` with the prior given by ``--weights`` wrapped in
 :class:`bayesmri.priors.patch.PatchScore` (``--tiling``, ``--margin``, ``--patch``); the sampler
-settings are the registered defaults (``bayesmri.samplers.registered.DEFAULTS``) unless ``--opt
+settings are the registered defaults (``bayesmri.methods.diffusion.DEFAULTS``) unless ``--opt
 method:key=value``; ``pogmdm-joint`` (joint coil maps, its own PoGMDM prior: ``--weights`` or the
 method's default by size) takes the same ``--P``. Metrics: magnitude PSNR / SSIM (fastMRI) of the P-sample mean against the ground
 truth, seconds per slice (all P chains, one process).
@@ -226,7 +226,8 @@ def prior_figure(args, size: int) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bayesmri.samplers.learned import ScorePrior, sample_prior
+    from bayesmri.priors.score import ScorePrior
+    from bayesmri.samplers.learned import sample_prior
 
     prior = ScorePrior(build_prior(args))
     t0 = time.perf_counter()

@@ -303,7 +303,7 @@ def bench_samplers(P, levels, methods, N=320, C=16):
     from bayesmri.methods import get_method
     from bayesmri.priors.loading import load_model
     from bayesmri.priors.patch import PatchScore
-    from bayesmri.samplers.registered import DEFAULTS
+    from bayesmri.methods.diffusion import DEFAULTS
 
     out(f"\n## Samplers at {N}x{N}x{C}, P = {P}, score_native in 64 px tiles (CPU s, 1 thread)\n")
     from bayesmri.data import simulate_acquisition

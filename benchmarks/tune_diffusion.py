@@ -2,7 +2,7 @@
 
 Runs one method with each of several option sets on a few val slices (8 coils, SNR 30 dB, true maps)
 and prints mean PSNR / SSIM / NFE / time next to TV at the benchmark's val-tuned lambda, so that the
-settings in ``BENCH_OPTIONS`` (``bayesmri/samplers/registered.py``) come from a recorded search:
+settings (``DEFAULTS`` in ``bayesmri/methods/diffusion.py``, history in ``docs/tuning.md``) come from a recorded search:
 
     OMP_NUM_THREADS=1 python benchmarks/tune_diffusion.py ula-annealed \
         '{"n_levels": 160}' '{"n_levels": 160, "init": "gaussian"}' --patterns gro4,poisson8 --slices 3

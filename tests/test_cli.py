@@ -132,7 +132,7 @@ def test_method_registry_contract():
     import torch
 
     from bayesmri import methods
-    from bayesmri.commands.simulate import simulate_builtin
+    from bayesmri.data.simulate import simulate_builtin
 
     names = methods.available_methods()
     assert names[:4] == ["zf", "sense", "tv", "l1wav"]
@@ -171,14 +171,14 @@ def test_demo_skips_a_failing_method_only_when_asked(tmp_path, capsys):
             run_demo(tmp_path / "b", ["zf", "broken-test"], n_slices=1, size=64, progress=False)
         assert not (tmp_path / "b").exists()
     finally:
-        methods._REGISTRY.pop("broken-test", None)
+        methods.registry._REGISTRY.pop("broken-test", None)
 
 
 def test_run_method_forwards_maps_and_options_through_kwargs():
     """A method that forwards ``**options`` must get the maps its result is scored against."""
     from bayesmri import methods
-    from bayesmri.commands.recon import run_method
-    from bayesmri.commands.simulate import simulate_builtin
+    from bayesmri.methods import run_method
+    from bayesmri.data.simulate import simulate_builtin
 
     seen = {}
 
@@ -192,7 +192,7 @@ def test_run_method_forwards_maps_and_options_through_kwargs():
         run_method("kwargs-test", [sample], maps="true", options={"n_levels": 3})
         assert seen == {"maps": "true", "n_levels": 3}
     finally:
-        methods._REGISTRY.pop("kwargs-test", None)
+        methods.registry._REGISTRY.pop("kwargs-test", None)
 
 
 def test_default_demo_runs_every_method_but_the_excluded_ones_which_stay_reachable():

@@ -13,7 +13,7 @@ import bayesmri
 ROOT = Path(bayesmri.__file__).resolve().parent
 
 #: Lowest first. A name is a top-level module or subpackage of bayesmri ("bayesmri" is the package's
-#: own __init__). ``methods`` is the method registry (a module today, a package later) at the level of
+#: own __init__). ``methods`` is the method package (registry, families, run helpers) at the level of
 #: what runs methods; ``options`` reads the methods' signatures.
 LAYERS = [
     ["bayesmri", "_validate", "_interrupt", "_malloc"],
@@ -32,12 +32,7 @@ LAYERS = [
 LEVEL = {name: i for i, names in enumerate(LAYERS) for name in names}
 
 #: (importing module, imported group) -> why it is allowed for now. Each must still be needed.
-EXCEPTIONS = {
-    ("bayesmri.flows.cnf", "methods"): "registers the cnf method; registration moves into bayesmri.methods (#20)",
-    ("bayesmri.flows.cinn", "methods"): "registers the cinn method; registration moves into bayesmri.methods (#20)",
-    ("bayesmri.samplers.registered", "methods"): "registers the sampler methods; moves into bayesmri.methods (#20)",
-    ("bayesmri.samplers.pogmdm_joint", "methods"): "registers pogmdm-joint; moves into bayesmri.methods (#20)",
-}
+EXCEPTIONS: dict = {}
 
 
 def _module_name(path: Path) -> str:

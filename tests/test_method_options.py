@@ -10,7 +10,7 @@ from bayesmri.options import OptionError, check_options, method_options, parse_v
 from bayesmri.priors.loading import save_model
 from bayesmri.priors.pogmdm import load_pogmdm
 from bayesmri.priors.registry import PoGMDMScore, available_priors, load_prior, register_prior
-from bayesmri.samplers.registered import DEFAULTS
+from bayesmri.methods.diffusion import DEFAULTS
 from tests.samplers.test_learned import tiny_net, tiny_sample  # noqa: F401  (fixture)
 from tests.test_cli_reliability import cli, one_line_error
 
@@ -46,9 +46,55 @@ def test_every_score_prior_runs_under_every_score_sampler(method, tiny_sample, t
         assert r.samples.is_complex() and torch.isfinite(r.samples).all() and (r.std > 0).any(), prior
 
 
+def test_every_score_prior_runs_under_pogmdm_joint(tiny_sample, tiny_weights):  # noqa: F811
+    """Priors with a score are interchangeable under every score-based sampler, PoGMDM-joint's included."""
+    from bayesmri.methods import get_method
+    from bayesmri.methods.pogmdm import joint_prior
+    from bayesmri.priors.pogmdm import PoGMDM
+    from bayesmri.priors.score import ScorePrior
+
+    H, W = tiny_sample.img_shape
+    for prior in available_priors() + [tiny_weights]:
+        r = get_method("pogmdm-joint")(tiny_sample, n_samples=2, generator=0, prior=prior, n_steps=10, map_steps=2)
+        assert r.samples.shape == (2, H, W) and r.samples.is_complex() and torch.isfinite(r.samples).all(), prior
+    # a PoGMDM runs as itself (its energy serves the MAP step); a score network in the PoGMDM's units
+    assert isinstance(joint_prior("pogmdm_mri", (H, W), "cpu"), PoGMDM)
+    p = joint_prior(tiny_weights, (H, W), "cpu")
+    assert isinstance(p, ScorePrior) and p.scale == pytest.approx(1 / PoGMDMScore(load_pogmdm("pogmdm_mri")).c)
+
+
+def test_recon_maps_sources(sim64, tmp_path):
+    """--maps true uses the simulation's maps stored in the file; joint only for a method that estimates maps;
+    a file without simulated maps refuses true, in one line and before any output."""
+    import h5py
+
+    with h5py.File(sim64, "r") as f:
+        assert f["maps_true"].shape == (1, 8, 64, 64)
+    r = cli("recon", sim64, "--method", "zf", "--maps", "true", "--out", tmp_path / "t")
+    assert r.returncode == 0, r.stderr
+    e = cli("recon", sim64, "--method", "zf", "--out", tmp_path / "e")
+    true_psnr = json.loads((tmp_path / "t" / "metrics.json").read_text())["zf"]
+    esp_psnr = json.loads((tmp_path / "e" / "metrics.json").read_text())["zf"]
+    assert e.returncode == 0 and true_psnr != esp_psnr  # the maps were used
+    one_line_error(cli("recon", sim64, "--method", "tv", "--maps", "joint", "--out", tmp_path / "j"),
+                   "'tv'", "joint", "pogmdm-joint")
+    bare = tmp_path / "bare.h5"
+    with h5py.File(sim64, "r") as f, h5py.File(bare, "w") as g:
+        for k in f:
+            if k != "maps_true":
+                f.copy(k, g)
+        g.attrs.update(dict(f.attrs))
+    one_line_error(cli("recon", bare, "--method", "zf", "--maps", "true", "--out", tmp_path / "b"),
+                   "--maps true", "no simulated coil maps")
+    assert not (tmp_path / "j").exists() and not (tmp_path / "b").exists()
+    r = cli("recon", sim64, "--method", "pogmdm-joint", "--maps", "joint", "--samples", "2", "--opt", "n_steps=10",
+            "--opt", "map_steps=2", "--out", tmp_path / "pj")
+    assert r.returncode == 0, r.stderr
+
+
 def test_pogmdm_score_is_the_change_of_variables():
     # score of c X when X ~ PoGMDM: s(x / c, sigma / c) / c, and at the data scale a of ScorePrior with a c
-    from bayesmri.samplers.learned import ScorePrior
+    from bayesmri.priors.score import ScorePrior
 
     model = load_pogmdm("pogmdm_mri")
     w = PoGMDMScore(model)
@@ -158,7 +204,7 @@ def test_a_new_prior_runs_through_recon(sim64, tmp_path):
 def test_pogmdm_lipschitz_bound_holds_and_networks_keep_one():
     # kappa(sigma) / sigma^2 bounds the score's Lipschitz constant (power iteration on the Jacobian);
     # above 1 (overlapping filters), which is why annealed ULA takes smaller steps with this prior
-    from bayesmri.samplers.learned import ScorePrior
+    from bayesmri.priors.score import ScorePrior
 
     w = load_prior("pogmdm_native")
     x0 = torch.rand(1, 32, 32, generator=torch.Generator().manual_seed(0))

@@ -16,7 +16,7 @@ import torch
 from bayesmri import io
 from bayesmri.cli import main
 from bayesmri.commands.recon import RetrospectiveMask, load_h5, parse_slices
-from bayesmri.commands.simulate import default_num_acs
+from bayesmri.data.simulate import default_num_acs
 from bayesmri.data.fastmri import image_geometry, make_ismrmrd_header, parse_ismrmrd_header, write_fastmri_h5
 from bayesmri.physics.fft import fft2c
 from bayesmri.physics.masks import apply_mask, make_mask

@@ -112,7 +112,7 @@ def test_demo_reports_calibration_of_a_sampler_against_the_truth(tmp_path, monke
         met = run_demo(tmp_path / "d", ["zf", "sense", "spread-test"], n_slices=2, n_samples=6, size=64,
                        progress=False, skip_failures=False)
     finally:
-        methods._REGISTRY.pop("spread-test", None)
+        methods.registry._REGISTRY.pop("spread-test", None)
     # one scale for the |error| and std maps of every method, slice and pattern (issue 24)
     kinds = {k for k, _ in scales}
     assert {"|error|", "posterior std"} <= kinds and len(scales) >= 2 * (3 + 1 + 2 * 2)

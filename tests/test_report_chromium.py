@@ -68,7 +68,7 @@ def test_demo_report_images_slices_and_flags_in_chromium(tmp_path):
         met = run_demo(out, ["zf", "sense", "collapsed-test"], n_slices=2, size=64, progress=False,
                        skip_failures=False)
     finally:
-        methods._REGISTRY.pop("collapsed-test", None)
+        methods.registry._REGISTRY.pop("collapsed-test", None)
     for pattern in ("gro-r4", "poisson-r8"):
         assert "samples collapsed" in met["collapsed-test"][pattern]["calibration"]["flags"]
     html = out / "report.html"

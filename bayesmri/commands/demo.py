@@ -20,7 +20,9 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["add_arguments", "run", "run_demo", "DEFAULT_PATTERNS", "pattern_name", "format_table"]
+from ..physics.masks import pattern_name
+
+__all__ = ["add_arguments", "run", "run_demo", "DEFAULT_PATTERNS", "format_table"]
 
 #: (mask pattern, acceleration) pairs the demo runs; names as in metrics.json ("gro-r4", ...).
 DEFAULT_PATTERNS = (("gro", 4), ("poisson", 8))
@@ -31,12 +33,6 @@ DEFAULT_SAMPLES = 4
 #: k-space, ``bayesmri.flows.sizes``). Two slices per pattern keep the demo under 5 minutes on 2 cores
 #: (``docs/realsize.md``); ``--size 64`` gives the earlier demo.
 DEFAULT_SIZE = 128
-
-
-def pattern_name(pattern: str, acceleration: float) -> str:
-    """``("gro", 4)`` -> ``"gro-r4"``; non-integer accelerations keep their decimals."""
-    a = float(acceleration)
-    return f"{pattern}-r{int(a) if a.is_integer() else a:g}"
 
 
 def _parse_patterns(text: str):
@@ -157,7 +153,7 @@ def run_demo(
 
     ``methods`` is a list of registered names (default: all). ``maps`` chooses the coil maps the
     methods use (``"true"``: the simulation's; ``"espirit"``: estimated, then the reference is the
-    ESPIRiT combination of the true coil images, see :func:`recon.reference_image`). Everything is
+    ESPIRiT combination of the true coil images, see :func:`bayesmri.methods.reference_image`). Everything is
     written into a staging folder first, so an interrupted demo leaves ``out`` untouched.
 
     ``skip_failures`` (default: True when ``methods`` is None, i.e. "every registered method"): a
@@ -173,9 +169,10 @@ def run_demo(
     from .. import __version__, io
     from ..methods import method_info
     from ..report import ReportSection, write_report
-    from .recon import (calibration_numbers, evaluate_per_slice, reference_image, resolve_device, run_method,
-                        schema_row)
-    from .simulate import simulate_builtin
+    from .._validate import resolve_device
+    from ..data.simulate import simulate_builtin
+    from ..methods import (calibration_numbers, evaluate_per_slice, preset_options, reference_image, run_method,
+                           schema_row)
 
     stream = stream if stream is not None else sys.stdout
     if skip_failures is None:
@@ -219,7 +216,7 @@ def run_demo(
                 else:
                     try:
                         res = run_method(m, samples, n_samples=n_samples, seed=seed, device=dev, maps=maps, on_slice=tick,
-                                         options=info.demo_options)
+                                         options=preset_options(m, "demo"))
                     except Exception as exc:  # noqa: BLE001 - reported, and only when skipping is asked for
                         if not skip_failures:
                             raise
@@ -322,7 +319,7 @@ def _pattern_section(fig_dir, pname, pat, R, samples, target, results, shown, ro
     from .. import io
     from ..physics.masks import TWO_D_NOTE
     from ..report import ReportFigure, ReportSection, calibration_gain, plot_calibration
-    from .recon import n_samples_of
+    from ..methods import n_samples_of
 
     S = target.shape[0]
     vmax = float(target.abs().max())
@@ -397,7 +394,7 @@ def run(args) -> int:
     import math
 
     from .. import io
-    from .recon import check_seed, check_threads
+    from .._validate import check_seed, check_threads
 
     progress = not args.no_progress
     check_threads(args.threads)

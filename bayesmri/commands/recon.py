@@ -28,7 +28,6 @@ succeeded: a failed run leaves no output behind.
 from __future__ import annotations
 
 import math
-import os
 import re
 import signal
 import sys
@@ -39,7 +38,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["add_arguments", "run", "evaluate", "check_input_file", "resolve_device", "parse_slices", "load_h5",
+from .._validate import check_seed, check_threads, resolve_device
+from ..methods.run import (calibration_numbers, center_crop, evaluate_per_slice, n_samples_of, run_method,
+                           schema_row)
+
+__all__ = ["add_arguments", "run", "check_input_file", "resolve_device", "parse_slices", "load_h5",
            "DEFAULT_SAMPLES", "compress_samples"]
 
 #: Samples per slice of a sampling method when --samples is not given: a std map and a P-gain need several.
@@ -81,10 +84,11 @@ def add_arguments(parser) -> None:
         "--array-format", choices=("npz", "h5", "cfl"), default="npz",
         help="format of the array file(s): npz, h5, or cfl (BART .cfl/.hdr pairs <method>_mean/_std/_samples) "
              "(default: npz)")
-    parser.add_argument("--maps", default="espirit", metavar="FILE",
+    parser.add_argument("--maps", default="espirit", metavar="SOURCE",
                         help="coil maps: espirit (estimated from the calibration lines; maps of 1 for single-coil "
-                             "data) or a file of explicit maps: BART .cfl, .npy (C, H, W) or (S, C, H, W), HDF5 "
-                             "FILE.h5[:DATASET] (default: espirit)")
+                             "data), true (the simulation's, stored by `bayesmri simulate`), joint (estimated with "
+                             "the image by methods that do: pogmdm-joint) or a file of explicit maps: BART .cfl, .npy "
+                             "(C, H, W) or (S, C, H, W), HDF5 FILE.h5[:DATASET] (default: espirit)")
     parser.add_argument("--keep-samples", type=int, default=8,
                         help="samples stored in the array file; only these are held in memory (default: 8)")
     parser.add_argument("--chunk", type=int, default=None, metavar="N",
@@ -98,7 +102,7 @@ def add_arguments(parser) -> None:
                         help="weights of a learned method: .safetensors/.json pair or their stem "
                              "(default: the method's shipped weights)")
     parser.add_argument("--prior", default=None, metavar="NAME",
-                        help="score prior of a score-based sampler (pula, ula-annealed, score-mri): score_native, "
+                        help="score prior of a score-based sampler (pula, ula-annealed, score-mri, pogmdm-joint): score_native, "
                              "score_small64, pogmdm, pogmdm_mri, pogmdm_native or a .safetensors path (default: the "
                              "shipped score weights for the image size); --list shows them")
     parser.add_argument("--opt", action="append", default=None, metavar="KEY=VALUE",
@@ -158,17 +162,15 @@ def compress_samples(samples, virtual_coils):
                  "energy_kept": [round(i["energy_kept"], 6) for i in info], "calib": info[0]["calib"]}
 
 
-def resolve_device(device: str) -> torch.device:
-    """``torch.device`` for ``device``; ``ValueError`` if it is unknown or not available here."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"unknown device {device!r}: {exc}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available (use --device cpu)")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be cpu or cuda[:N], got {device!r}")
-    return dev
+#: Dataset of a simulated file that holds the simulation's coil maps ``(S, C, H, W)`` (``recon --maps true``).
+TRUE_MAPS_DATASET = "maps_true"
+
+
+def _has_dataset(path, name: str) -> bool:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return name in f
 
 
 def check_input_file(path: Path) -> Path:
@@ -178,241 +180,6 @@ def check_input_file(path: Path) -> Path:
 
     detect_format(path)
     return Path(path)
-
-
-def _metric_tensors(mean: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-    # one value per slice; complex PSNR only when the target has a phase
-    from .. import metrics as M
-
-    mean = mean.detach().cpu()
-    target = target.detach().cpu()
-    out = {"psnr": M.psnr(mean, target), "ssim": M.ssim(mean, target), "nmse": M.nmse(mean, target)}
-    if target.is_complex():
-        out["cpsnr"] = M.complex_psnr(mean, target)
-    return {k: v.reshape(-1) for k, v in out.items()}
-
-
-def evaluate(mean: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-    """Slice-averaged metrics of ``mean (S, H, W)`` against ``target (S, H, W)``.
-
-    Magnitude PSNR/SSIM/NMSE always; complex PSNR only when ``target`` is complex (a magnitude
-    reference such as fastMRI's ``reconstruction_rss`` has no phase to compare with).
-    """
-    out = {k: float(v.mean()) for k, v in _metric_tensors(mean, target).items()}
-    return {k: v for k, v in out.items() if math.isfinite(v)}
-
-
-def evaluate_per_slice(mean: torch.Tensor, target: torch.Tensor) -> dict[str, list]:
-    """The metrics of :func:`evaluate`, one value per slice (``None`` where one is not finite: strict JSON)."""
-    return {k: [float(x) if math.isfinite(float(x)) else None for x in v]
-            for k, v in _metric_tensors(mean, target).items()}
-
-
-def calibration_numbers(res, reference: torch.Tensor) -> dict | None:
-    """Calibration of a sampler's kept samples against a magnitude ``reference (S, h, w)``, or None.
-
-    From :func:`bayesmri.calibration.calibration_statistics` (slices as replicates, sample magnitudes
-    against the reference magnitude): the P-gain of the mean of all kept samples over one sample and its
-    value for exact samples ``10 log10(2P / (P + 1))`` (near 0 dB: samples collapsed; far above: the
-    samples scatter more than their error), the std ratio (RMS error of the mean over the spread an exact
-    sampler predicts; 1 calibrated, > 1 over-confident) and the 90 % interval coverage; and per slice
-    :func:`bayesmri.metrics.std_error_correlation` of the std map with ``| |mean| - reference |``.
-    Needs at least two kept samples. ``flags``: the labels of :func:`bayesmri.calibration.calibration_flags`.
-    """
-    from ..calibration import calibration_flags, calibration_statistics
-    from ..metrics import std_error_correlation
-
-    L = int(res.samples.shape[0]) if res.samples is not None else 0
-    if L < 2 or res.std is None:
-        return None
-    S = int(reference.shape[0])
-    shape = tuple(reference.shape[-2:])
-    smp = center_crop(res.samples.reshape(L, S, *res.samples.shape[-2:]), shape).abs().double()
-    ref = reference.double()
-    rep = calibration_statistics(ref, smp, Ps=[1, L], generator=0)
-    out = {"on": "sample magnitudes against the magnitude reference; slices as replicates", "n_samples": L,
-           "p_gain_db": rep.gain[-1], "p_gain_reference_db": rep.gain_theory[-1], "std_ratio": rep.std_ratio}
-    if rep.coverage:  # the widest central interval L samples can form (90 % needs L >= 19)
-        level = max(rep.coverage)
-        out.update(coverage_level=level, coverage=rep.coverage[level]["coverage"],
-                   coverage_nominal=rep.coverage[level]["nominal"])
-    std = center_crop(res.std.reshape(S, *res.std.shape[-2:]), shape).double()
-    err = center_crop(res.mean.reshape(S, *res.mean.shape[-2:]), shape).abs().double() - ref
-    corr = []
-    for s_, e_ in zip(std, err):
-        try:
-            corr.append(float(std_error_correlation(s_, e_)))
-        except ValueError:  # a constant map: the correlation is undefined
-            corr.append(None)
-    out["std_error_correlation_per_slice"] = [c if c is None or math.isfinite(c) else None for c in corr]
-    valid = [c for c in out["std_error_correlation_per_slice"] if c is not None]
-    if valid:
-        out["std_error_correlation"] = float(np.mean(valid))
-    out = {k: v for k, v in out.items() if not (isinstance(v, float) and not math.isfinite(v))}
-    out["flags"] = [f.label for f in calibration_flags(out)]  # thresholds: calibration.FLAG_THRESHOLDS
-    return out
-
-
-def _accepts(fn, name: str) -> bool:
-    """True if ``fn`` takes keyword ``name``, by name or through ``**kwargs``."""
-    import inspect
-
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):  # pragma: no cover - builtins
-        return False
-    # Methods that forward **options (the diffusion samplers) must get the maps the reference uses,
-    # else they reconstruct with ESPIRiT's phase reference while being scored against the true image.
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
-def _chunk_seed(seed: int, i: int, c: int) -> int:
-    # chunk 0 keeps the unchunked seed (seed + i); later chunks get independent, reproducible streams
-    return int(np.random.SeedSequence([int(seed), int(i), int(c)]).generate_state(1, np.uint64)[0]) & (2**63 - 1)
-
-
-def run_method(name: str, samples, *, n_samples: int = 1, seed: int = 0, device="cpu", maps=None,
-               progress: bool = False, on_slice=None, options: dict | None = None, chunk: int | None = None,
-               keep: int | None = None, first: int = 0):
-    """Run registered method ``name`` on each slice of ``samples`` (a list of ``MRISample``).
-
-    Slice ``i`` gets a generator seeded with ``seed + first + i`` (``first``: the position of
-    ``samples[0]`` among a file's slices, for a caller that streams them one at a time). ``maps`` (``"espirit"``/``"true"``) is
-    passed to methods that take it. ``on_slice()`` is called after each slice (progress bars).
-    ``options`` are extra keyword options for the method (e.g. its ``demo_options``).
-
-    ``chunk``: run at most this many chains at once (a sampler's memory grows with its chains:
-    ~0.35 GB each at 320x320 with 16 coils); the chunks' samples are pooled and summarised by
-    :meth:`SamplerResult.from_samples` (the mean is the chunk-size-weighted mean of the chunks' means,
-    so a method whose mean is a point estimate keeps it). Chunk 0 uses the unchunked generator, later
-    chunks independent streams, so a chunked run is reproducible but not identical to an unchunked one.
-    ``keep``: keep only this many samples per slice once the slice's mean and std are computed, so the
-    held samples do not grow with ``n_samples`` times the number of slices.
-
-    Stops with ``KeyboardInterrupt`` (:class:`bayesmri._interrupt.Interrupted` under the CLI) after a
-    slice whose sampler was interrupted: its chains were cut short, and no further slice is run. The
-    exception carries ``partial_result``: the slices completed before it (stacked as below), or None.
-
-    Returns
-    -------
-    SamplerResult with ``samples (P', S, H, W)`` (``P' = min(P, keep)``), ``mean (S, H, W)``, ``std
-    (S, H, W)`` or None, ``nfe`` per slice and sample, ``wall_time`` summed over slices (seconds), all on
-    the CPU; ``diagnostics["n_samples"] = P``, and ``diagnostics["size_policy"]`` where the method ran
-    its model at another matrix than the data's (the first slice's note; its one-line message is printed).
-    """
-    from .. import _interrupt
-    from ..methods import SamplerResult, method_info
-
-    info = method_info(name)
-    P = int(n_samples) if info.stochastic else 1
-    if chunk is not None and int(chunk) < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
-    sizes = [P] if chunk is None or P <= int(chunk) else [int(chunk)] * (P // int(chunk)) + (
-        [P % int(chunk)] if P % int(chunk) else [])
-    kw = {"maps": maps} if maps is not None and _accepts(info.fn, "maps") else {}
-    kw.update(options or {})
-    dev = torch.device(device)
-
-    def cpu(t):
-        return t.detach().cpu() if isinstance(t, torch.Tensor) else t
-
-    means, stds, kept, nfes, walls = [], [], [], [], []
-    notes = {}  # the learned flows' size policy (bayesmri.flows.sizes), said once per run
-
-    def run_slice(i, sample):
-        parts = []
-        for c, n in enumerate(sizes):
-            gen = torch.Generator(device=dev).manual_seed(int(seed) + i if c == 0 else _chunk_seed(seed, i, c))
-            r = info.fn(sample, n_samples=n, generator=gen, device=str(dev), progress=progress, **kw)
-            # The samplers catch Ctrl-C and return the chains they have: that is a cut-short result,
-            # not this slice's answer. Stop here (no further slices) and let the caller write nothing.
-            _interrupt.raise_if_pending(f"during slice {i} of {name}")
-            diag = getattr(r, "diagnostics", None) or {}
-            if diag.get("interrupted") and kw.get("max_time") is None:
-                raise KeyboardInterrupt(f"{name} was interrupted during slice {i}")
-            parts.append(r)
-        shape = parts[0].mean.shape[-2:]
-        smp = torch.cat([cpu(r.samples).reshape(-1, *shape) for r in parts])
-        if len(parts) == 1:
-            r = parts[0]
-            mean = cpu(r.mean).reshape(shape)
-            std = cpu(r.std).reshape(shape) if r.std is not None else None
-        else:
-            w = torch.tensor([float(n) for n in sizes], dtype=torch.float64) / P
-            mean = sum(wi.item() * cpu(r.mean).reshape(shape) for wi, r in zip(w, parts))
-            std = cpu(SamplerResult.from_samples(smp).std)
-        if P > 1 and std is None:
-            std = cpu(SamplerResult.from_samples(smp).std)
-        means.append(mean)
-        stds.append(std)
-        kept.append(smp if keep is None else smp[: int(keep)])
-        nfes.append(max(int(getattr(r, "nfe", 0) or 0) for r in parts))
-        walls.append(sum(float(r.wall_time) for r in parts))
-        plan = (getattr(parts[0], "diagnostics", None) or {}).get("size_policy")
-        if plan is not None and "size_policy" not in notes:
-            from tqdm.auto import tqdm
-
-            notes["size_policy"] = plan
-            tqdm.write(plan["message"])
-
-    def stacked():
-        res = SamplerResult(samples=torch.stack(kept, dim=1), mean=torch.stack(means),
-                            std=torch.stack(stds) if P > 1 else None, nfe=int(max(nfes)), wall_time=float(sum(walls)))
-        res.diagnostics["n_samples"] = P
-        res.diagnostics.update(notes)
-        return res
-
-    try:
-        for i, sample in enumerate(samples, start=int(first)):
-            run_slice(i, sample)
-            if on_slice is not None:
-                on_slice()
-    except KeyboardInterrupt as exc:
-        # The slices finished before the interrupt, for a caller asked to keep them (recon --partial).
-        exc.partial_result = stacked() if means else None
-        raise
-    return stacked()
-
-
-def reference_image(sample, maps: str = "true") -> torch.Tensor:
-    """Ground truth that a reconstruction with coil maps ``maps`` is compared with, ``(H, W)`` complex.
-
-    ``"true"``: the simulated image ``sample.target``. ``"espirit"``: the ESPIRiT coil combination of
-    the noise-free coil images, ``sum_c conj(S_c) x_c`` (fastMRI's definition of a multi-coil
-    target), because ESPIRiT maps carry their own phase reference. No reconstruction is rescaled.
-    """
-    if maps == "espirit" and sample.coil_images is not None:
-        return (sample.maps_espirit.conj() * sample.coil_images).sum(0)
-    if sample.target is None:
-        raise ValueError("sample has no ground truth")
-    return sample.target
-
-
-def n_samples_of(res) -> int:
-    """Samples drawn per slice (``run_method`` may keep fewer in ``res.samples``)."""
-    return int((getattr(res, "diagnostics", None) or {}).get("n_samples", res.samples.shape[0]))
-
-
-def schema_row(res, reference: torch.Tensor) -> dict:
-    """One ``metrics.json`` entry (``docs/metrics_schema.md``) for a stacked result."""
-    mean = res.mean.reshape(reference.shape[0], *res.mean.shape[-2:])
-    mean = center_crop(mean, tuple(reference.shape[-2:]))
-    row = evaluate(mean, reference)
-    S, P = int(reference.shape[0]), n_samples_of(res)
-    row.update(time_per_sample_s=float(res.wall_time) / (S * P), nfe=int(res.nfe), n_slices=S, n_samples=P)
-    return row
-
-
-def center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Centre crop of the last two axes to ``size`` (fastMRI's crop of reconstructions)."""
-    H, W = x.shape[-2:]
-    h, w = size
-    if (h, w) == (H, W):
-        return x
-    if h > H or w > W:
-        raise ValueError(f"reference of size {h}x{w} is larger than the reconstruction {H}x{W}")
-    t, l = (H - h) // 2, (W - w) // 2
-    return x[..., t:t + h, l:l + w]
 
 
 @dataclass
@@ -582,8 +349,14 @@ def load_h5(path: Path, *, slices: list[int] | None = None, mask: RetrospectiveM
     geometry = image_geometry(vol.header, vol.shape)
     if getattr(vol, "orientation", None):
         geometry = replace(geometry, orientation=[vol.orientation[i] for i in idx])
-    file_maps = None
-    if maps not in (None, "espirit"):
+    file_maps = true_maps = None
+    if maps == "true":  # the simulation's maps, stored beside the k-space by `bayesmri simulate`
+        if not (isinstance(vol, FastMRIVolume) and _has_dataset(path, TRUE_MAPS_DATASET)):
+            raise ValueError(f"--maps true: {path} carries no simulated coil maps (dataset {TRUE_MAPS_DATASET!r}, "
+                             "written by `bayesmri simulate`); use --maps espirit")
+        true_maps = read_coil_maps(f"{path}:{TRUE_MAPS_DATASET}", vol.shape[-3] if vol.multicoil else 1, (H0, W0),
+                                   vol.num_slices)
+    elif maps not in (None, "espirit", "joint"):
         file_maps = read_coil_maps(maps, vol.shape[-3] if vol.multicoil else 1, (H0, W0), vol.num_slices)
     H, W = vol.shape[-2:]
     # 2-D masks: the stored calibration block (the greedy search for the largest fully sampled
@@ -601,7 +374,7 @@ def load_h5(path: Path, *, slices: list[int] | None = None, mask: RetrospectiveM
             acs2d = None
     retro = None
     if mask is not None:
-        from .simulate import TWO_D_PATTERNS, default_num_acs
+        from ..data.simulate import TWO_D_PATTERNS, default_num_acs
 
         two_d = mask.pattern in TWO_D_PATTERNS
         acs = mask.num_acs
@@ -676,6 +449,8 @@ def load_h5(path: Path, *, slices: list[int] | None = None, mask: RetrospectiveM
         if file_maps is not None:  # explicit maps, whitened like the data
             smp._maps_espirit = maps_tensor(file_maps, i, getattr(vol, "whitening", None))
             smp.maps_source = "file"
+        if true_maps is not None:
+            smp.maps_true = maps_tensor(true_maps, i)
         samples.append(smp)
         ref = vol.read_target(i)
         if ref is None and k_full is not None:
@@ -706,7 +481,7 @@ def load_h5(path: Path, *, slices: list[int] | None = None, mask: RetrospectiveM
         rh, rw = reference.shape[-2:]
         if rh > h or rw > w:
             geometry = replace(geometry, matrix=(min(max(h, rh), H), min(max(w, rw), W)))
-    from .demo import pattern_name
+    from ..physics.masks import pattern_name
 
     if retro is not None:
         pattern = pattern_name(mask.pattern, round(float(mask.acceleration), 2))
@@ -726,7 +501,7 @@ def _pattern_key(attrs, R_measured: float, fully: bool) -> str:
     simulator's ``bayesmri_pattern``/``bayesmri_acceleration`` attributes where they agree with the measured
     acceleration (within 10 %), else ``input-r<R>`` with the measured R (a fastMRI file, or attributes that
     no longer describe the data, e.g. a fully sampled simulation undersampled by hand)."""
-    from .demo import pattern_name
+    from ..physics.masks import pattern_name
 
     if fully:
         return "full-r1"
@@ -777,14 +552,14 @@ def _normalise(k: torch.Tensor) -> tuple[float, torch.Tensor]:
     1e-25 underflow (and at 1e36 overflow) in float32, which made the percentile 0 or inf and the
     image blank. Any finite, nonzero scale of the data now gives the same normalised slice.
     """
-    from ..data.sample import percentile_scale
+    from ..physics.intensity import intensity_scale
     from ..physics.coils import rss
     from ..physics.fft import ifft2c
 
     kd = k.to(torch.complex128)
     peak = float(kd.abs().max())
     kd = kd / peak
-    rel = percentile_scale(rss(ifft2c(kd), dim=-3), 0.95)
+    rel = intensity_scale(rss(ifft2c(kd), dim=-3), 0.95)
     return peak * rel, (kd / rel).to(torch.complex64)
 
 
@@ -912,24 +687,6 @@ def method_files(name: str) -> list[str]:
             f"{name}.npz", f"{name}.h5"] + [f"{name}_{a}.{e}" for a in ("mean", "std", "samples") for e in ("cfl", "hdr")]
 
 
-def check_threads(threads: int) -> int:
-    """``threads`` if it is between 1 and the number of CPU cores, else a ``ValueError``.
-
-    More threads than cores makes torch's thread pool fight itself (a 3 s job took 162 s with 10000).
-    """
-    cores = os.cpu_count() or 1
-    if not 1 <= threads <= cores:
-        raise ValueError(f"--threads must be between 1 and the {cores} CPU core(s) of this machine, got {threads}")
-    return threads
-
-
-def check_seed(seed: int) -> int:
-    """``seed`` if torch can seed a generator with it (and with ``seed + slice``), else a ``ValueError``."""
-    if not 0 <= seed < 2**63 - 2**20:
-        raise ValueError(f"--seed must be between 0 and 2**63 - 2**20, got {seed}")
-    return seed
-
-
 #: Bytes a sampler holds per chain, in units of one coil k-space ``C*H*W`` complex64: measured for pULA
 #: at 320x320 with 16 coils (issue 22: ~0.35 GB per sample = 27 x 13.1 MB).
 CHAIN_BYTES_FACTOR = 27
@@ -1002,6 +759,18 @@ def method_options(args) -> dict | None:
                          opts=getattr(args, "opt", None))
 
 
+def map_source(args) -> str:
+    """The method's coil-map source for ``--maps``: ``espirit``, ``true`` or ``joint`` as given, ``espirit`` for a
+    file (its maps take ESPIRiT's place); a source the method does not take is a one-line error."""
+    from ..methods import check_maps
+    from ..methods.registry import MAP_SOURCES
+
+    maps = getattr(args, "maps", None) or "espirit"
+    src = maps if maps in MAP_SOURCES else "espirit"
+    check_maps(args.method, src)
+    return src
+
+
 def run(args) -> int:
     from ..methods import method_info
 
@@ -1025,6 +794,7 @@ def run(args) -> int:
     if args.chunk is not None and args.chunk < 1:
         raise ValueError(f"--chunk must be >= 1, got {args.chunk}")
     _retrospective_mask(args)
+    map_source(args)
     if args.slices is not None:
         parse_slices(args.slices, 10**9)  # the syntax here; the range once the file is open
     device = resolve_device(args.device)
@@ -1136,7 +906,7 @@ def _run(args, path: Path, device) -> int:
                 options = method_options(args)
                 try:
                     res = run_method(args.method, samples, n_samples=args.samples, seed=args.seed, device=device,
-                                     maps="espirit", progress=progress, on_slice=lambda: bar.update(1),
+                                     maps=map_source(args), progress=progress, on_slice=lambda: bar.update(1),
                                      options=options, chunk=args.chunk, keep=args.keep_samples)
                 except ValueError as exc:
                     # a problem of the data found by the method (e.g. "k-space centre is not sampled")

@@ -63,12 +63,11 @@ def run_dataset(args, device) -> int:
     """Reconstruct every input of ``args.input`` into ``args.out``; 0 if every file is done, else 1."""
     from .. import _interrupt
     from ..dataset_recon import find_inputs, join_process_group, reconstruct_dataset
-    from ..methods import method_info
-    from .recon import (compress_samples, parse_slices, _retrospective_mask, run_method, to_recon_grid,
-                        n_samples_of)
+    from ..methods import method_info, n_samples_of, run_method
+    from .recon import _retrospective_mask, compress_samples, parse_slices, to_recon_grid
 
     if getattr(args, "maps", "espirit") not in (None, "espirit"):
-        raise ValueError("--maps FILE is for one input; a dataset run estimates ESPIRiT maps for every file")
+        raise ValueError(f"--maps {args.maps} is for one input; a dataset run estimates ESPIRiT maps for every file")
     if getattr(args, "partial", False):
         raise ValueError("--partial is for one file: a dataset run keeps every finished file and resumes where it stopped")
     inputs = find_inputs(args.input)

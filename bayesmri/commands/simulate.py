@@ -58,7 +58,7 @@ def run(args) -> int:
         raise ValueError(f"--snr must be a finite number of dB, got {args.snr}")
     if not (math.isfinite(args.acceleration) and args.acceleration >= 1):
         raise ValueError(f"--acceleration must be a finite number >= 1, got {args.acceleration}")
-    from .recon import check_seed
+    from .._validate import check_seed
 
     check_seed(args.seed)
     if args.mask_seed is not None and not 0 <= args.mask_seed < 2**31 - 1:
@@ -110,6 +110,8 @@ def run(args) -> int:
         out, k, reconstruction=ref, recon_size=tuple(samples[0].img_shape),
         acquisition="bayesmri_simulated", mask=mask if same_mask and not full else None, num_low_frequency=num_low,
         patient_id=f"bayesmri-{args.split}", extra_attrs=attrs,
+        # the simulation's coil maps, for `recon --maps true` (S, C, H, W)
+        extra_datasets={"maps_true": torch.stack([s.maps_true for s in samples]).to(torch.complex64)},
     )
     R = attrs["bayesmri_acceleration"]
     print(

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
-import sys
 
 # name -> (plug-in module, one-line help)
 MODELS = {
@@ -47,15 +45,7 @@ def _common_arguments(p) -> None:
 def add_arguments(parser) -> None:
     sub = parser.add_subparsers(dest="model", metavar="MODEL")
     for name, (mod, help_) in MODELS.items():
-        if importlib.util.find_spec(mod) is None:
-            continue
-        try:
-            module = importlib.import_module(mod)
-        except ImportError as exc:  # one broken plug-in must not break the whole CLI
-            print(f"bayesmri train: skipping {name}: {exc}", file=sys.stderr)
-            continue
-        if not hasattr(module, "cli_add_arguments") or not hasattr(module, "cli_run"):
-            continue  # a module still being written: not listed yet
+        module = importlib.import_module(mod)
         p = sub.add_parser(name, help=help_, description=help_)
         _common_arguments(p)
         module.cli_add_arguments(p)
@@ -74,7 +64,7 @@ def run(args) -> int:
     import math
 
     from .. import io
-    from .recon import check_seed, resolve_device
+    from .._validate import check_seed, resolve_device
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     resolve_device(device)  # `--device cuda` on a machine without CUDA: one line, before any work

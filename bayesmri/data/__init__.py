@@ -10,12 +10,12 @@
   ``write_fastmri_h5``.
 """
 from .builtin import SPLITS, SliceInfo, list_splits, load_slices, num_slices, resize_magnitude, slice_info
-from .sample import MRISample, collate_samples, percentile_scale, zero_filled_magnitude
+from .sample import MRISample, collate_samples, zero_filled_magnitude
 from .simulate import SimulatedBrainDataset, derive_seed, noise_sigma_for_snr, simulate_acquisition, simulation_maps
 
 __all__ = [
     "SPLITS", "SliceInfo", "list_splits", "load_slices", "num_slices", "resize_magnitude", "slice_info",
-    "MRISample", "collate_samples", "percentile_scale", "zero_filled_magnitude",
+    "MRISample", "collate_samples", "zero_filled_magnitude",
     "SimulatedBrainDataset", "derive_seed", "noise_sigma_for_snr", "simulate_acquisition", "simulation_maps",
 ]
 

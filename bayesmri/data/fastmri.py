@@ -30,7 +30,8 @@ from ..io import atomic_path
 from ..physics.coils import rss, svd_coil_compression
 from ..physics.fft import fft2c, ifft2c
 from ..physics.masks import apply_mask
-from .sample import MRISample, percentile_scale
+from ..physics.intensity import intensity_scale
+from .sample import MRISample
 
 __all__ = [
     "ANATOMY_DEFAULTS",
@@ -408,7 +409,7 @@ def center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def write_fastmri_h5(path, kspace, *, reconstruction=None, recon_size: tuple[int, int] | None = None,
                      acquisition: str = "CORPD_FBK", header: str | None = None, mask=None,
                      num_low_frequency: int | None = None, patient_id: str = "synthetic",
-                     extra_attrs: dict | None = None) -> str:
+                     extra_attrs: dict | None = None, extra_datasets: dict | None = None) -> str:
     """Write a file in the exact fastMRI layout, atomically (temporary file in the same folder + rename).
 
     Parameters
@@ -421,7 +422,8 @@ def write_fastmri_h5(path, kspace, *, reconstruction=None, recon_size: tuple[int
         is its maximum and ``norm`` its l2 norm.
     acquisition : str attribute. header : ISMRMRD XML (default: :func:`make_ismrmrd_header` from the
         shapes). mask : optional ``(W,)`` 0/1 array stored as ``mask`` (fastMRI test files) together
-        with ``num_low_frequency``.
+        with ``num_low_frequency``. extra_datasets : ``{name: array}`` written as datasets (e.g. the simulation's
+        coil maps ``maps_true``).
 
     Returns
     -------
@@ -469,6 +471,8 @@ def write_fastmri_h5(path, kspace, *, reconstruction=None, recon_size: tuple[int
         f.attrs["patient_id"] = patient_id
         if num_low_frequency is not None:
             f.attrs["num_low_frequency"] = int(num_low_frequency)
+        for kk, vv in (extra_datasets or {}).items():
+            f.create_dataset(kk, data=vv.detach().cpu().numpy() if isinstance(vv, torch.Tensor) else np.asarray(vv))
         for kk, vv in (extra_attrs or {}).items():
             f.attrs[kk] = vv
     return path
@@ -531,7 +535,7 @@ def preprocess_multicoil(kspace: torch.Tensor, *, num_virtual: int | None = 8, c
         raise ValueError(f"mask must have shape ({w},) or ({h}, {w}), got {tuple(mask.shape)}")
     y = apply_mask(k, mask)
     sigma = estimate_noise_sigma(k)
-    scale = percentile_scale(rss(ifft2c(y), dim=-3), 0.95)
+    scale = intensity_scale(rss(ifft2c(y), dim=-3), 0.95)
     md = dict(metadata or {})
     from ..physics.masks import acceleration_of
 

@@ -25,13 +25,7 @@ import torch
 from ..physics.coils import rss
 from ..physics.fft import ifft2c
 
-__all__ = ["MRISample", "collate_samples", "zero_filled_magnitude", "percentile_scale"]
-
-
-def percentile_scale(magnitude: torch.Tensor, q: float = 0.95) -> float:
-    """The ``q`` quantile of a magnitude image (Wen sec. 3.2 uses ``q = 0.95``); 1.0 if it is 0."""
-    s = float(torch.quantile(magnitude.detach().reshape(-1).double().cpu(), q))
-    return s if s > 0 else 1.0
+__all__ = ["MRISample", "collate_samples", "zero_filled_magnitude"]
 
 
 def zero_filled_magnitude(kspace: torch.Tensor, trajectory: torch.Tensor | None = None,

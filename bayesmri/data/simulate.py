@@ -30,7 +30,8 @@ from .._validate import as_generator, check_finite, check_mask, check_trajectory
 from ..physics.coils import birdcage_maps, normalize_maps
 from ..physics.fft import fft2c
 from ..physics.masks import apply_mask
-from .sample import MRISample, percentile_scale, zero_filled_magnitude
+from ..physics.intensity import intensity_scale
+from .sample import MRISample, zero_filled_magnitude
 
 __all__ = ["simulate_acquisition", "smooth_phase", "simulation_maps", "noise_sigma_for_snr", "derive_seed",
            "SimulatedBrainDataset", "simulate_builtin", "default_num_acs", "slice_positions", "TWO_D_PATTERNS"]
@@ -110,7 +111,7 @@ def _simulate_one(m, mask, trajectory, dcf, maps, snr_db, noise_sigma, g, phase_
         if sigma > 0:
             k = k + _complex_noise(k.shape, sigma, g)
         zf = zero_filled_magnitude(k, trajectory, dcf, (H, W))
-    scale = percentile_scale(zf, 0.95) if normalise else 1.0
+    scale = intensity_scale(zf, 0.95) if normalise else 1.0
     md = dict(metadata or {})
     md.setdefault("snr_db", None if snr_db is None else float(snr_db))
     if mask is not None:

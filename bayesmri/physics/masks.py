@@ -696,3 +696,9 @@ def seed_from_name(fname, slice_idx: int = 0) -> int:
         raise ValueError(f"fname {fname!r} has no file name")
     digest = hashlib.sha256(f"{name}\x00{int(slice_idx)}".encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def pattern_name(pattern: str, acceleration: float) -> str:
+    """``("gro", 4)`` -> ``"gro-r4"``; non-integer accelerations keep their decimals."""
+    a = float(acceleration)
+    return f"{pattern}-r{int(a) if a.is_integer() else a:g}"

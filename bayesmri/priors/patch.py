@@ -66,7 +66,7 @@ class PatchScore(nn.Module):
     -----
     ``score`` takes real ``(N, H, W)`` or ``(N, 1, H, W)`` with any ``H, W >= 1`` and a scalar or ``(N,)``
     ``sigma``; it returns the shape of ``x``. ``meta`` and ``parameters()`` are the network's, so
-    :class:`bayesmri.samplers.learned.ScorePrior` accepts the wrapper in place of the network.
+    :class:`bayesmri.priors.score.ScorePrior` accepts the wrapper in place of the network.
     """
 
     def __init__(self, model: nn.Module, patch: int = 64, mode: str = "tiled", margin: int = 0,

@@ -59,7 +59,7 @@ DEFAULT_WEIGHTS = "pogmdm_mri"
 #: (``docs/pogmdm_native.md``); ``pogmdm_mri`` learned whole 64x64 slices (about 3.4 mm per pixel).
 REALSIZE_WEIGHTS = "pogmdm_native"
 #: Images whose smaller side is at least this many pixels get :data:`REALSIZE_WEIGHTS` by default
-#: (the rule of :func:`bayesmri.samplers.learned.default_score_weights`).
+#: (the rule of :func:`bayesmri.priors.score.default_score_weights`).
 REALSIZE_MIN_PIXELS = 96
 
 

@@ -3,7 +3,7 @@
 A *score prior* is a module with ``score(x, sigma)`` on real images ``x: (B, H, W)``, ``sigma`` the
 diffusion noise std per real component (``p_sigma = p * N(0, sigma^2 I)``), in the units of the score
 networks' training images: each image divided by its 95th percentile magnitude. The samplers
-(:class:`bayesmri.samplers.learned.ScorePrior`) put it at the data's intensity scale.
+(:class:`bayesmri.priors.score.ScorePrior`; every score-based sampler, PoGMDM-joint included) put it at the data's intensity scale.
 
 Names (:func:`available_priors`):
 
@@ -37,7 +37,7 @@ class PoGMDMScore(nn.Module):
 
     With ``c`` the PoGMDM unit in 95th-percentile units, ``p_net(x) = p(x / c) / c^n`` gives
     ``score(x, sigma) = s_pogmdm(x / c, sigma / c) / c`` (the same change of variables as
-    :class:`~bayesmri.samplers.learned.ScorePrior`'s intensity scale). ``meta["prior"]`` reports the
+    :class:`~bayesmri.priors.score.ScorePrior`'s intensity scale). ``meta["prior"]`` reports the
     trained noise range in these units; no ``training_crop``: the PoGMDM is evaluated on the whole image
     at any size (FFT convolutions), never tiled.
     """

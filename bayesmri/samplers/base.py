@@ -29,7 +29,7 @@ import torch
 
 from .._validate import as_generator, check_finite
 from ..metrics import posterior_mean_std
-from ..physics.linop import LinearOperator, cdot
+from ..physics.linop import LinearOperator
 
 __all__ = [
     "Measurement",
@@ -41,6 +41,7 @@ __all__ = [
     "white_noise",
     "geometric_sigmas",
     "likelihood_constant",
+    "ChainLoop",
 ]
 
 
@@ -267,6 +268,71 @@ class _Stop(Exception):
     pass
 
 
+class ChainLoop:
+    """The loop every sampler shares: a progress bar over the levels, Ctrl-C and ``max_time`` stops that keep
+    the chains as they are, the level count, an optional trajectory and the wall time.
+
+    ::
+
+        with ChainLoop("name", progress, max_time, total=n_levels) as loop:
+            for i in range(n_levels):
+                x = ...
+                loop.step(x, sigma)        # raises a private stop once max_time is spent
+        loop.x, loop.interrupted, loop.levels_done, loop.wall_time
+
+    A ``KeyboardInterrupt`` or the time budget ends the ``with`` block without an exception
+    (``interrupted`` is then True); any other exception propagates.
+    """
+
+    def __init__(self, name: str, progress: bool = False, max_time: float | None = None, *,
+                 total: int | None = None, trajectory_every: int = 0):
+        self.name, self.progress, self.max_time, self.traj_every = name, bool(progress), max_time, int(trajectory_every)
+        self.x = None
+        self.levels_done = 0
+        self.trajectory: list = []
+        self.interrupted = False
+        self.wall_time = 0.0
+        self.pbar = None
+        self._total = total
+
+    def __enter__(self) -> "ChainLoop":
+        self.t0 = time.perf_counter()
+        if self._total is not None:
+            self.levels(self._total)
+        return self
+
+    def levels(self, n: int) -> range:
+        """``range(n)``, opening the progress bar (of ``n`` steps) when progress is on."""
+        if self.progress and self.pbar is None:
+            from tqdm.auto import tqdm
+
+            self.pbar = tqdm(total=n, desc=self.name, leave=False)
+        return range(n)
+
+    def step(self, x: torch.Tensor | None = None, sigma: float | None = None) -> None:
+        """Record the chains ``x`` after one level; stop once the time budget is spent."""
+        if x is not None:
+            self.x = x
+        self.levels_done += 1
+        if self.pbar is not None:
+            self.pbar.update(1)
+            if sigma is not None:
+                self.pbar.set_postfix(sigma=f"{sigma:.3g}", refresh=False)
+        if self.traj_every and self.levels_done % self.traj_every == 0:
+            self.trajectory.append(x.detach().clone())
+        if self.max_time is not None and time.perf_counter() - self.t0 > self.max_time:
+            raise _Stop
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self.pbar is not None:
+            self.pbar.close()
+        self.wall_time = time.perf_counter() - self.t0
+        if exc_type is not None and issubclass(exc_type, (KeyboardInterrupt, _Stop)):
+            self.interrupted = True
+            return True
+        return False
+
+
 class Sampler:
     """Base class: subclasses implement :meth:`_run`; :meth:`sample` handles the common parts.
 
@@ -320,28 +386,19 @@ class Sampler:
             raise ValueError("trajectory_every must be >= 0")
         g = as_generator(generator, device=measurement.y.device)
         score = ScoreCounter(prior)
-        self._state = {"x": None, "level": 0, "trajectory": [], "t0": time.perf_counter(),
-                       "max_time": max_time, "traj_every": trajectory_every, "pbar": None}
         diag: dict = {}
-        interrupted = False
-        t0 = time.perf_counter()
-        try:
+        with ChainLoop(self.name, progress, max_time, trajectory_every=trajectory_every) as loop:
+            self._loop = loop
             self._run(measurement, score, n_samples, g, progress, x_init, diag)
-        except (KeyboardInterrupt, _Stop):
-            interrupted = True
-        finally:
-            if self._state["pbar"] is not None:
-                self._state["pbar"].close()
-        wall = time.perf_counter() - t0
-        x = self._state["x"]
+        x = loop.x
         if x is None:
             raise RuntimeError("sampler was interrupted before its first sample existed")
         out = self._output(x, diag)
-        diag["interrupted"] = interrupted
-        diag["levels_done"] = self._state["level"]
+        diag["interrupted"] = loop.interrupted
+        diag["levels_done"] = loop.levels_done
         if trajectory_every:
-            diag["trajectory"] = self._state["trajectory"]
-        return SamplerResult.from_samples(out, nfe=score.nfe, wall_time=wall, score_time=score.time,
+            diag["trajectory"] = loop.trajectory
+        return SamplerResult.from_samples(out, nfe=score.nfe, wall_time=loop.wall_time, score_time=score.time,
                                           diagnostics=diag)
 
     # --- helpers for subclasses ------------------------------------------------------------
@@ -349,32 +406,18 @@ class Sampler:
         return x
 
     def _levels(self, n: int, progress: bool):
-        if progress:
-            from tqdm.auto import tqdm
-
-            self._state["pbar"] = tqdm(total=n, desc=self.name, leave=False)
-        return range(n)
+        return self._loop.levels(n)
 
     def _level_done(self, x: torch.Tensor, sigma: float | None = None):
         """Record the state after one noise level; stop if the time budget is spent."""
-        st = self._state
-        st["x"] = x
-        st["level"] += 1
-        if st["pbar"] is not None:
-            st["pbar"].update(1)
-            if sigma is not None:
-                st["pbar"].set_postfix(sigma=f"{sigma:.3g}", refresh=False)
-        if st["traj_every"] and st["level"] % st["traj_every"] == 0:
-            st["trajectory"].append(x.detach().clone())
-        if st["max_time"] is not None and time.perf_counter() - st["t0"] > st["max_time"]:
-            raise _Stop
+        self._loop.step(x, sigma)
 
     def _denoise_last(self, x: torch.Tensor, score_fn, sigma: float, diag: dict) -> torch.Tensor:
         """Tweedie step of :attr:`final_denoise` (a no-op when it is off)."""
         if not self.final_denoise:
             return x
         x = x + float(sigma) ** 2 * score_fn(x, float(sigma))
-        self._state["x"] = x
+        self._loop.x = x
         diag["final_denoise_sigma"] = float(sigma)
         return x
 
@@ -386,12 +429,3 @@ def batch_norm(x: torch.Tensor) -> torch.Tensor:
     """Per-chain l2 norm, shaped to broadcast against ``x``."""
     n = torch.linalg.vector_norm(x.reshape(x.shape[0], -1), dim=1)
     return n.reshape((-1,) + (1,) * (x.ndim - 1))
-
-
-def _as_chain_batch(t: torch.Tensor, n: int) -> torch.Tensor:
-    return t.expand(n, *t.shape[1:]) if t.shape[0] == 1 else t
-
-
-def real_cdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-chain real inner product ``Re <a, b>``."""
-    return cdot(a, b).real

@@ -43,10 +43,10 @@ import torch
 
 from .._validate import as_generator, check_trajectory
 from ..physics.coil_fourier import CartesianCoilFourier, CoilFourier, NonCartesianCoilFourier
-from .base import SamplerResult, white_noise
+from ..physics.intensity import intensity_scale
+from .base import ChainLoop, SamplerResult, ScoreCounter, white_noise
 
-__all__ = ["CoilFourier", "CartesianCoilFourier", "NonCartesianCoilFourier", "dst1", "dirichlet_eigenvalues", "smoothness_prox", "JointPoGMDM", "coil_nullspace_residual",
-           "pogmdm_joint_method", "METHOD_DEFAULTS"]
+__all__ = ["CoilFourier", "CartesianCoilFourier", "NonCartesianCoilFourier", "dst1", "dirichlet_eigenvalues", "smoothness_prox", "JointPoGMDM", "coil_nullspace_residual"]
 
 
 # ------------------------------------------------------------------------------------------ DST prox
@@ -155,9 +155,11 @@ class JointPoGMDM:
         self.map_steps, self.map_weight, self.update_maps = int(map_steps), float(map_weight), update_maps
 
     # --- pieces -----------------------------------------------------------------------------------
-    def _score(self, x, zeta):
+    def _score(self, x, zeta, score=None):
+        """Real/imaginary-split score of complex ``x`` (one call on ``[Re x; Im x]``), through ``score``
+        (a :class:`~bayesmri.samplers.base.ScoreCounter`) when given."""
         n = x.shape[0]
-        s = self.prior.score(torch.cat([x.real, x.imag], 0).contiguous(), float(zeta))
+        s = (score or self.prior.score)(torch.cat([x.real, x.imag], 0).contiguous(), float(zeta))
         return torch.complex(s[:n], s[n:])
 
     def schedule(self) -> torch.Tensor:
@@ -201,7 +203,7 @@ class JointPoGMDM:
                coil_maps: torch.Tensor | None = None, progress: bool = False, *,
                trajectory: torch.Tensor | None = None, dcf: torch.Tensor | None = None,
                img_shape: tuple[int, int] | None = None, weighting: str = "dcf",
-               fourier: CoilFourier | None = None) -> SamplerResult:
+               fourier: CoilFourier | None = None, max_time: float | None = None) -> SamplerResult:
         """Run Alg. 1 on one slice.
 
         Parameters
@@ -218,6 +220,9 @@ class JointPoGMDM:
             Chains ``P``. ``generator``: ``torch.Generator`` or int seed.
         coil_maps : Tensor ``(C, H, W)``, optional
             Replaces the RSS initialisation (and stays fixed if ``update_maps`` is False).
+        progress, max_time
+            A progress bar over the levels; stop after ``max_time`` seconds. Ctrl-C or the time budget keep
+            the chains as they are (``diagnostics["interrupted"]``; :class:`~bayesmri.samplers.base.ChainLoop`).
 
         Returns
         -------
@@ -249,7 +254,7 @@ class JointPoGMDM:
         step_s = self.mu / fourier.norm
         zf = fourier.coil_images(y)
         rss = zf.abs().pow(2).sum(0).sqrt()
-        scale = float(torch.quantile(rss.flatten().float(), 0.995).clamp_min(1e-12))
+        scale = intensity_scale(rss, 0.995)
         yn = (y / scale)[None]
         zf = zf / scale
         rss = rss / scale
@@ -270,30 +275,16 @@ class JointPoGMDM:
         def likelihood_step(x, maps):
             return x - step_x * (maps.conj() * fourier.adjoint_weighted(fourier.residual(x, maps, yn))).sum(1)
 
-        nfe = 0
-        score_time = 0.0
-        pbar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            pbar = tqdm(total=len(zetas) - 1, desc="pogmdm-joint", leave=False)
-        interrupted = False
-        levels_done = 0
-        try:
+        score = ScoreCounter(self.prior)
+        with ChainLoop("pogmdm-joint", progress, max_time, total=len(zetas) - 1) as loop:
             for i in range(len(zetas) - 1):
                 z1, z0 = zetas[i], zetas[i + 1]
-                ts = time.perf_counter()
-                s = self._score(x, z1)
-                score_time += time.perf_counter() - ts
-                nfe += 1
+                s = self._score(x, z1, score)
                 d2 = z1**2 - z0**2
                 x = x + d2 * s + math.sqrt(d2) * white_noise(x.shape, x.dtype, x.device, g)
                 x = likelihood_step(x, maps)
                 for _ in range(self.n_corrector):
-                    ts = time.perf_counter()
-                    s = self._score(x, z0)
-                    score_time += time.perf_counter() - ts
-                    nfe += 1
+                    s = self._score(x, z0, score)
                     xi = white_noise(x.shape, x.dtype, x.device, g)
                     eps = 2 * (self.snr * xi.flatten(1).norm(dim=1) / s.flatten(1).norm(dim=1).clamp_min(1e-12)) ** 2
                     eps = eps.reshape(P, 1, 1)
@@ -302,14 +293,7 @@ class JointPoGMDM:
                 if self.update_maps and self.mu > 0:
                     grad = x.conj()[:, None] * fourier.adjoint_weighted(fourier.residual(x, maps, yn))
                     maps = smoothness_prox(maps - step_s * grad, self.smooth)
-                levels_done += 1
-                if pbar is not None:
-                    pbar.update(1)
-        except KeyboardInterrupt:  # keep what was sampled so far (diagnostics["interrupted"])
-            interrupted = True
-        finally:
-            if pbar is not None:
-                pbar.close()
+                loop.step(sigma=z0)
         # A(x, S) = A(a x, S / a) for any pixel-wise a != 0: report the representative with
         # sum_c |S_c|^2 = 1 (the ESPIRiT normalisation), i.e. x * ||S(r)|| and S / ||S(r)||.
         nrm = (maps.abs() ** 2).sum(1).sqrt()
@@ -320,10 +304,10 @@ class JointPoGMDM:
         mmse = x.mean(0, keepdim=True)
         x_map = self._map(mmse, maps_mean[None], yn, fourier) if self.map_steps > 0 else mmse
         wall = time.perf_counter() - t0
-        res = SamplerResult.from_samples(x * scale, nfe=nfe, wall_time=wall, score_time=score_time)
+        res = SamplerResult.from_samples(x * scale, nfe=score.nfe, wall_time=wall, score_time=score.time)
         res.diagnostics.update({
             "map": x_map[0] * scale, "coil_maps": maps_mean, "coil_maps_samples": maps, "zetas": zetas,
-            "scale": scale, "interrupted": interrupted, "levels_done": levels_done,
+            "scale": scale, "interrupted": loop.interrupted, "levels_done": loop.levels_done,
             "fourier_norm": fourier.norm,
         })
         return res
@@ -348,101 +332,3 @@ class JointPoGMDM:
             v = x_new + (k / (k + 3)) * (x_new - x_prev)
             x_prev = x_new
         return x_prev
-
-
-# ------------------------------------------------------------------------------------------ method
-_PRIOR_CACHE: dict = {}
-#: Defaults of the registered method ``pogmdm-joint`` (CLI ``recon``/``demo``).
-METHOD_DEFAULTS = {"n_steps": 300, "zeta_start": 0.3, "n_corrector": 0, "mu": 1.0, "map_steps": 250}
-#: Cheaper settings for ``bayesmri demo`` (its 5-minute budget on 2 CPU cores).
-DEMO_OPTIONS = {"n_steps": 60, "map_steps": 10}
-
-
-def _default_prior(device, shape=(64, 64)):
-    """The shipped prior for images of ``shape`` (:func:`bayesmri.priors.pogmdm.default_pogmdm_weights`)."""
-    from ..priors.pogmdm import default_pogmdm_weights, load_pogmdm
-
-    name = default_pogmdm_weights(shape)
-    key = (name, str(device))
-    if key not in _PRIOR_CACHE:
-        _PRIOR_CACHE[key] = load_pogmdm(name, device=device)
-    return _PRIOR_CACHE[key]
-
-
-def _align_phase(x: torch.Tensor, est_maps: torch.Tensor, ref_maps: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` pixel-wise into the phase convention of ``ref_maps``.
-
-    A joint estimate ``(x, S)`` is only defined up to ``(x e^{i phi}, S e^{-i phi})``. With
-    ``rho = sum_c conj(S_ref_c) S_c`` the image ``x rho / |rho|`` is the one that ``S_ref`` would give;
-    pixels where the maps vanish are left unchanged.
-    """
-    rho = (ref_maps.conj() * est_maps).sum(-3)
-    mag = rho.abs()
-    return torch.where(mag > 1e-3, x * rho / mag.clamp_min(1e-12), x)
-
-
-def pogmdm_joint_method(sample, *, n_samples: int = 10, generator=None, device="cpu", progress: bool = False,
-                        weights: str | None = None, estimate: str = "mmse", maps: str | None = None,
-                        fixed_maps: str | None = None, **options) -> SamplerResult:
-    """``pogmdm-joint``: joint image / coil-map posterior sampling with the PoGMDM prior (Nagler Alg. 1).
-
-    Cartesian samples use the masked FFT, non-Cartesian ones (``sample.trajectory``, ``sample.dcf``)
-    the NUFFT; ``weighting`` ("none" or "dcf", non-Cartesian only) picks the data-term weights.
-    ``weights``: a shipped name or path; by default ``pogmdm_native`` for images of at least 96 pixels
-    a side, else ``pogmdm_mri`` (:func:`bayesmri.priors.pogmdm.default_pogmdm_weights`).
-    Other ``options`` go to :class:`JointPoGMDM` (``n_steps``, ``zeta_start``, ``mu``, ``map_steps`` ...);
-    ``estimate="map"`` returns the MAP refinement as ``mean`` (the MMSE stays in ``diagnostics["mmse"]``).
-    The coil maps are estimated jointly; ``maps`` (``"espirit"`` or ``"true"``) only fixes the phase
-    convention of the returned images (see :func:`_align_phase`), so that they compare with a
-    reference combined with those maps. ``None`` keeps the sampler's own phase.
-    ``fixed_maps`` (``"true"`` or ``"espirit"``) instead uses those maps and keeps them fixed
-    (``update_maps=False``): the image posterior with known sensitivities, for comparison.
-    """
-    if estimate not in ("mmse", "map"):
-        raise ValueError(f"estimate must be 'mmse' or 'map', got {estimate!r}")
-    prior = _default_prior(device, sample.img_shape) if weights is None else __import__(
-        "bayesmri.priors.pogmdm", fromlist=["load_pogmdm"]).load_pogmdm(weights, device=device)
-    # CPU-friendly defaults (those of benchmarks/bench_pogmdm.py); the paper's: n_steps=1000, n_corrector=1
-    for k, v in METHOD_DEFAULTS.items():
-        options.setdefault(k, v)
-    weighting = options.pop("weighting", "dcf")
-    fixed = None
-    if fixed_maps is not None:
-        fixed = sample.maps("true" if fixed_maps is True else fixed_maps).to(device)
-        options["update_maps"] = False
-    sampler = JointPoGMDM(prior, **options)
-    if sample.is_cartesian:
-        res = sampler.sample(sample.kspace.to(device), sample.mask.to(device), n_samples=n_samples,
-                             generator=generator, progress=progress, coil_maps=fixed)
-    else:  # NUFFT forward model y_c = F_nu(S_c x) at the sample's trajectory
-        dcf = None if sample.dcf is None else sample.dcf.to(device)
-        res = sampler.sample(sample.kspace.to(device), n_samples=n_samples, generator=generator, progress=progress,
-                             trajectory=sample.trajectory.to(device), dcf=dcf, img_shape=sample.img_shape,
-                             weighting=weighting, coil_maps=fixed)
-    if maps is not None:
-        ref = sample.maps(maps).to(device)
-        est = res.diagnostics["coil_maps_samples"]
-        x = _align_phase(res.samples, est, ref)  # a per-sample rotation: the summaries are recomputed
-        res = SamplerResult.from_samples(x, nfe=res.nfe, wall_time=res.wall_time, score_time=res.score_time,
-                                         diagnostics=res.diagnostics)
-        res.diagnostics["map"] = _align_phase(res.diagnostics["map"], res.diagnostics["coil_maps"], ref)
-    # the registry's convention (bayesmri.methods): samples (P, H, W), mean / std (H, W)
-    res.diagnostics["mmse"] = res.mean
-    if estimate == "map":
-        res.mean = res.diagnostics["map"]
-    return res
-
-
-try:  # register with the CLI's method registry when it exists
-    from ..methods import register_method
-
-    import inspect
-
-    # the **options go to JointPoGMDM: its keyword defaults, the method's own, and the data weighting
-    _sampler_defaults = {k: p.default for k, p in inspect.signature(JointPoGMDM).parameters.items()
-                         if k != "prior" and p.default is not p.empty}
-    register_method("pogmdm-joint", "PoGMDM prior, joint image + coil-map posterior sampling (Nagler Alg. 1)",
-                    stochastic=True, demo_options=DEMO_OPTIONS,
-                    options={**_sampler_defaults, **METHOD_DEFAULTS, "weighting": "dcf"})(pogmdm_joint_method)
-except ImportError:  # pragma: no cover
-    pass

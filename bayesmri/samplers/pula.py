@@ -114,7 +114,7 @@ class PULA(Sampler):
         a = c / nu**2
         AHy = meas.AHy()
         x, _ = gaussian_posterior_draw(meas, AHy, self.sigma_max, n, g, self.init_cg_iter, self.cg_tol)
-        self._state["x"] = x
+        self._loop.x = x
         sigmas = geometric_sigmas(self.sigma_max, self.sigma_min, self.n_levels)
         eps = self.step
         ns = self.noise_scale * math.sqrt(2 * eps)

@@ -227,7 +227,7 @@ class ScoreMRI(Sampler):
             x = x0.expand(shape) + self.sigma(t_start) * white_noise(shape, dtype, ref.device, g)
         else:
             x = self.sigma_max * white_noise(shape, dtype, ref.device, g)
-        self._state["x"] = x
+        self._loop.x = x
         lams = []
         # Alg. 5: lambda falls linearly from lam_start to lam_end over the SENSE steps actually run
         hyb = [j for j in range(i0) if (i0 - 1 - j) % self.hybrid_every == 0]
@@ -261,7 +261,7 @@ class ScoreMRI(Sampler):
             self._level_done(x, s_lo)
         x = self._denoise_last(x, prior_fn, s_lo, diag)
         if mode == "real":
-            self._state["x"] = x.real
+            self._loop.x = x.real
         diag.update(levels_run=i0, t_start=t_start, hybrid_lambdas=lams, mode=mode, likelihood=self.likelihood)
 
     def _output(self, x, diag):

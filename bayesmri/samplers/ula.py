@@ -87,7 +87,7 @@ class ULA(Sampler):
             x, _ = gaussian_posterior_draw(meas, AHy, self.sigma_max, n, g, self.init_cg_iter)
         else:
             x = self.sigma_max * white_noise(shape, AHy.dtype, AHy.device, g)
-        self._state["x"] = x
+        self._loop.x = x
         sigmas = geometric_sigmas(self.sigma_max, self.sigma_min, self.n_levels)
         # a prior stiffer than a diffused density (ScorePrior.lipschitz_factor) gets smaller steps
         kappa = getattr(getattr(score, "prior", None), "lipschitz_factor", lambda sigma: 1.0)

@@ -68,18 +68,14 @@ class CINNProblem:
         return c.norm(dim=1, keepdim=True) if c.shape[1] == 2 else c
 
 
-def _mri_mask(size, seed=0):
-    from ..flows.cinn import mri_training_mask
-
-    return mri_training_mask(size, seed)
-
-
 def _mri(size, n_train, n_test, seed, noise=0.01, **_):
     from ..data import load_slices
     from ..flows.conditioning import ZeroFilledInversion
     from ..physics.fft import fft2c
 
-    mask = _mri_mask(size)
+    from ..flows.cinn import mri_training_mask
+
+    mask = mri_training_mask(size)
     inv = ZeroFilledInversion(mask, (size, size))
     op = inv.op
 

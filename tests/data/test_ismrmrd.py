@@ -153,7 +153,8 @@ def test_separate_calibration_lines_only_calibrate(files, tmp_path):
 def test_interleaved_frames_calibrate_without_acs(tmp_path):
     """TSENSE: frames of R=2 without calibration lines have no fully sampled centre; their average does,
     so ESPIRiT works and CG-SENSE recovers the phantom (weighted by the coil gain ESPIRiT leaves in it)."""
-    from bayesmri.commands.recon import load_h5, run_method
+    from bayesmri.methods import run_method
+    from bayesmri.commands.recon import load_h5
 
     path = generate(tmp_path / "tsense.h5", "-a", 2, "-w", 0, "-C")
     v = open_volume(path)
@@ -219,7 +220,8 @@ def test_zf_sense_tv_match_bart(files, a, noise):
     zf is the same linear map (identical images); sense and tv at each toolkit's best of a small lambda
     grid (their data scalings differ) are within 1 dB, ours not worse."""
     from bayesmri.bart import bart, bart_available
-    from bayesmri.commands.recon import load_h5, run_method
+    from bayesmri.methods import run_method
+    from bayesmri.commands.recon import load_h5
 
     if not bart_available():
         pytest.skip("BART ('bart' binary) is not installed; .ci/run installs it")

@@ -32,7 +32,7 @@ needs_multi = pytest.mark.skipif(not _have(MULTICOIL_WEIGHTS), reason="multi-coi
 
 def _single_coil_samples(n=4, noise=0.01, seed=1):
     """Single-coil samples simulated exactly as ``make_problem("mri")`` trains: the fixed mask, noise 0.01."""
-    from bayesmri.train.cinn import _mri_mask
+    from bayesmri.flows.cinn import mri_training_mask as _mri_mask
 
     x = load_slices("test", size=64)[:: 123 // n][:n]
     mask = _mri_mask(64)
@@ -85,7 +85,7 @@ def test_cinn_scale_equivariant_and_global_phase_invariant():
 
 @needs_multi
 def test_multicoil_cinn_mean_beats_zero_filled_on_demo_acquisitions():
-    from bayesmri.commands.simulate import simulate_builtin
+    from bayesmri.data.simulate import simulate_builtin
 
     fn = get_method("cinn")
     for pat, R in (("gro", 4), ("poisson", 8)):
@@ -101,7 +101,7 @@ def test_multicoil_cinn_mean_beats_zero_filled_on_demo_acquisitions():
 @needs_multi
 def test_cinn_temperature_widens_the_samples():
     """The shipped flows are volume preserving: the sample spread follows the base radius (issue 19)."""
-    from bayesmri.commands.simulate import simulate_builtin
+    from bayesmri.data.simulate import simulate_builtin
 
     fn = get_method("cinn")
     s = simulate_builtin("test", 1, "gro", 4, 8, 30.0, 0, 64)[0]

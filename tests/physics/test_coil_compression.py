@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from bayesmri.commands.simulate import simulate_builtin
+from bayesmri.data.simulate import simulate_builtin
 from bayesmri.methods import get_method
 from bayesmri.metrics import psnr
 from bayesmri.physics.cartesian import MultiCoilMRI

@@ -6,7 +6,7 @@ from torch import nn
 
 from bayesmri.priors.patch import PatchScore
 from bayesmri.priors.score_unet import build_score_unet
-from bayesmri.samplers.learned import ScorePrior
+from bayesmri.priors.score import ScorePrior
 
 
 class PixelGaussian(nn.Module):
@@ -147,7 +147,7 @@ def test_diffusion_methods_run_at_a_size_that_is_not_a_multiple_of_the_network_f
 def test_shipped_real_size_prior_is_the_default_from_96_pixels_and_is_tiled():
     from bayesmri.priors.loading import load_model
     from bayesmri.priors.patch import prior_for_size
-    from bayesmri.samplers.learned import default_score_weights
+    from bayesmri.priors.score import default_score_weights
 
     assert default_score_weights((64, 64)) == "score_small64"
     assert default_score_weights((1, 96, 320)) == "score_native"

@@ -13,9 +13,10 @@ from bayesmri.physics.trajectories import radial_trajectory
 from bayesmri.priors import StationaryGaussianPrior
 from bayesmri.priors.score_unet import build_score_unet
 from bayesmri.samplers import PULA, AnnealedULA, Measurement, ScoreMRI
-from bayesmri.samplers.learned import ScorePrior, data_scale, sample_prior
-import bayesmri.samplers.registered  # noqa: F401  (registers the methods on import)
-from bayesmri.samplers.registered import DEFAULTS, estimate_noise_sigma
+from bayesmri.priors.score import ScorePrior
+from bayesmri.samplers.learned import data_scale, sample_prior
+import bayesmri.methods.diffusion  # noqa: F401  (registers the methods on import)
+from bayesmri.methods.diffusion import DEFAULTS, estimate_noise_sigma
 from tests.test_uncertainty import check_summaries
 
 METHODS = ("pula", "ula-annealed", "score-mri")
@@ -219,7 +220,7 @@ def test_image_means_drawn_from_the_stored_distribution():
 
 
 def test_shipped_score_weights_carry_the_training_mean_distribution():
-    from bayesmri.samplers.learned import load_default_score_prior
+    from bayesmri.priors.score import load_default_score_prior
     from bayesmri.train.score import image_mean_quantiles, load_training_images
 
     q = load_default_score_prior().image_mean_quantiles
@@ -359,7 +360,7 @@ def test_fitted_phase_option_demodulates_by_the_polynomial_fit_of_the_least_squa
     # low-resolution phase); phase="fit" runs the same demodulation without the real constraint.
     from bayesmri.methods import prepare
     from bayesmri.physics.phase import fit_smooth_phase, lowres_phase
-    from bayesmri.samplers.registered import PHASE_DEGREE, least_squares_image
+    from bayesmri.methods.diffusion import PHASE_DEGREE, least_squares_image
 
     kw = dict(prior=ScorePrior(GaussNet(1.0)), maps="true", n_levels=4)
     real = get_method("pula")(tiny_sample, n_samples=2, generator=0, phase="fit-real", **kw)
@@ -381,14 +382,14 @@ def test_fitted_phase_option_demodulates_by_the_polynomial_fit_of_the_least_squa
 
 
 def test_benchmark_and_demo_settings_are_valid_sampler_options():
-    """``BENCH_OPTIONS`` / ``DEMO_OPTIONS`` are merged over ``DEFAULTS`` by the benchmark and the demo: a
+    """The presets (``"demo"``, ``"bench"``) are merged over ``DEFAULTS`` by the demo and the benchmarks: a
     misspelt key would be rejected only at run time, after minutes of other methods; every merged setting
     must also construct its sampler (value checks in the constructors)."""
-    from bayesmri.samplers.registered import BENCH_OPTIONS, CG_ITER_CARTESIAN, DEMO_OPTIONS, _build
+    from bayesmri.methods.diffusion import CG_ITER_CARTESIAN, PRESETS, _build
 
-    for table in (BENCH_OPTIONS, DEMO_OPTIONS):
-        assert set(table) <= set(DEFAULTS)
-        for name, opts in table.items():
+    assert set(PRESETS) <= set(DEFAULTS)
+    for name, presets in PRESETS.items():
+        for opts in presets.values():
             assert set(opts) <= set(DEFAULTS[name]), (name, set(opts) - set(DEFAULTS[name]))
             p = dict(DEFAULTS[name], **opts)
             if p.get("cg_iter") == "auto":  # resolved per operator by run_sampler

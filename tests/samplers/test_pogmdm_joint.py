@@ -221,7 +221,7 @@ def test_registered_method_runs_on_non_cartesian_sample(tiny_problem):
     """``pogmdm-joint`` takes an MRISample with a trajectory (NUFFT path, dcf weighting by default)."""
     from bayesmri.data import simulate_acquisition
     from bayesmri.physics.trajectories import density_compensation, radial_trajectory
-    from bayesmri.samplers.pogmdm_joint import pogmdm_joint_method
+    from bayesmri.methods.pogmdm import pogmdm_joint_method
 
     img = tiny_problem[4]
     traj = radial_trajectory(16, 32)

@@ -24,7 +24,7 @@ def test_shipped_native_weights_load_and_differ_from_the_64px_ones():
 
 
 def test_method_uses_the_size_rule(monkeypatch):
-    import bayesmri.samplers.pogmdm_joint as pj
+    import bayesmri.methods.pogmdm as pj
 
     seen = []
     real = pj._default_prior
@@ -49,7 +49,7 @@ def test_method_uses_the_size_rule(monkeypatch):
 def test_fixed_true_maps_are_kept():
     from bayesmri.data import simulate_acquisition
     from bayesmri.physics.masks import make_mask
-    from bayesmri.samplers.pogmdm_joint import pogmdm_joint_method
+    from bayesmri.methods.pogmdm import pogmdm_joint_method
 
     x = torch.zeros(32, 32)
     x[8:24, 8:24] = 1.0

@@ -1,6 +1,6 @@
 """Registers the diffusion-prior posterior samplers as methods (``bayesmri recon --method ...``, demo).
 
-Importing this module registers (see :mod:`bayesmri.methods`):
+Importing this module registers (see :mod:`bayesmri.methods.registry`):
 
 - ``pula``: exact-likelihood preconditioned ULA (:class:`~bayesmri.samplers.PULA`; Holliber,
   Uecker et al. 2025, BART ``sample --posterior``);
@@ -8,9 +8,9 @@ Importing this module registers (see :mod:`bayesmri.methods`):
 - ``score-mri``: Score-MRI predictor-corrector (:class:`~bayesmri.samplers.ScoreMRI`, Chung & Ye 2022,
   Alg. 3 on the SENSE model, CCDF start).
 
-All three use the learned VE-SDE prior (:func:`~bayesmri.samplers.learned.load_default_score_prior`,
+All three use the learned VE-SDE prior (:func:`~bayesmri.priors.score.load_default_score_prior`,
 weights ``score_native`` for images of at least 96 px a side, ``score_small64`` below:
-:func:`~bayesmri.samplers.learned.default_score_weights`) at the data's intensity scale ``a`` = 95th percentile of ``|A^+ y|``
+:func:`~bayesmri.priors.score.default_score_weights`) at the data's intensity scale ``a`` = 95th percentile of ``|A^+ y|``
 (:func:`~bayesmri.samplers.learned.data_scale`; measured data only). **Noise levels** in the options
 (``sigma_max``, ``sigma_min``) are in the units of the training images (95th percentile 1) and are
 multiplied by ``a``. The measurement noise is ``sample.noise_sigma`` (per complex k-space sample),
@@ -18,7 +18,7 @@ or, when that is 0 (unknown, e.g. real data), estimated from the outer 2 % of th
 (:func:`estimate_noise_sigma`; an overestimate by up to 2x on small simulated images).
 
 Options common to the three methods (:data:`COMMON_OPTIONS`): ``maps`` ("espirit"|"true"), ``prior`` (a
-:class:`~bayesmri.samplers.learned.ScorePrior`, a network with ``score``, the name of a score prior of
+:class:`~bayesmri.priors.score.ScorePrior`, a network with ``score``, the name of a score prior of
 :mod:`bayesmri.priors.registry` such as ``score_native`` or ``pogmdm``, a weights path, or ``None`` for the
 shipped weights), ``weights`` (name or path of safetensors weights, the same as a ``prior`` name), ``scale`` (``"auto"`` or a float),
 ``noise_sigma``, ``chunk_size``, ``max_time`` (seconds; stop early and keep the chains), ``phase``,
@@ -26,7 +26,7 @@ shipped weights), ``weights`` (name or path of safetensors weights, the same as 
 meets the image size: :func:`bayesmri.priors.patch.prior_for_size`; ``"auto"`` tiles a prior trained on crops
 with random offsets, PaDIS, and pads any other network to a multiple of its down-sampling factor),
 ``virtual_coils`` (``None``, off, or ``V`` / an energy fraction: SVD coil compression before the coil maps,
-:func:`bayesmri.methods.prepare`; the chains' memory and the likelihood's cost scale with the coils), plus each
+:func:`bayesmri.methods.maps.prepare`; the chains' memory and the likelihood's cost scale with the coils), plus each
 sampler's own parameters (:data:`DEFAULTS`).
 
 **Phase.** The network models magnitude-like (real, non-negative) images, while MR images carry a
@@ -43,7 +43,7 @@ leaves a signed residual ``m sin(phi - phi_lr)`` on the imaginary axis that a ma
 describe: on one test slice (Gaussian 2-D R=8, Score-MRI, P = 4) the demodulated chains kept a
 background rms of 0.0105 on the imaginary axis against 0.0036 on the real one, and the posterior mean's
 SSIM was 0.890 with the low-pass phase, 0.930 with the fitted one and 0.937 with the true phase. On
-``val`` (3 slices, P = 8, ``BENCH_OPTIONS``; GRO R=4 / Poisson R=8, PSNR / SSIM), ``lowres`` -> ``fit``:
+``val`` (3 slices, P = 8, the ``"bench"`` preset; GRO R=4 / Poisson R=8, PSNR / SSIM), ``lowres`` -> ``fit``:
 pULA 37.56 / 0.943 -> 38.17 / 0.965 and 37.39 / 0.949 -> 37.85 / 0.976; Score-MRI 37.64 / 0.938 ->
 38.33 / 0.956 and 37.83 / 0.949 -> 38.30 / 0.970 (TV 31.92 / 0.926 and 35.10 / 0.938).
 ``phase="lowres-real"`` / ``"fit-real"`` also constrain ``x'`` to be real (phase-constrained
@@ -57,7 +57,7 @@ Score-MRI's ``ssos``/``hybrid`` modes sample coil images and ignore it. ``final_
 replaces the last chains by their Tweedie estimate at ``sigma_min``
 (:attr:`~bayesmri.samplers.base.Sampler.final_denoise`). The defaults (:data:`DEFAULTS`) are the settings
 validated on ``val`` for ``benchmarks/bench_diffusion.py`` (NFE 80-480); ``bayesmri demo`` runs cheaper ones
-(:data:`DEMO_OPTIONS`, NFE 10-60).
+(the ``"demo"`` preset of :data:`PRESETS`, NFE 10-60); the tuning history is in ``docs/tuning.md``.
 """
 from __future__ import annotations
 
@@ -66,13 +66,15 @@ import time
 
 import torch
 
-from ..methods import prepare, register_method
-from .base import Measurement
 from ..physics.phase import PhaseModulated, RealInput, fit_smooth_phase, lowres_phase
 from ..priors.patch import prior_for_size
-from .learned import DEFAULT_SCORE_WEIGHTS, ScorePrior, data_scale, default_score_weights, least_squares_image
+from ..priors.score import DEFAULT_SCORE_WEIGHTS, ScorePrior, default_score_weights
+from ..samplers.base import Measurement, SamplerResult
+from ..samplers.learned import data_scale, least_squares_image
+from .maps import prepare
+from .registry import check_method_options, register_method
 
-__all__ = ["DEFAULTS", "BENCH_OPTIONS", "DEMO_OPTIONS", "COMMON_OPTIONS", "estimate_noise_sigma", "resolve_prior", "run_sampler"]
+__all__ = ["DEFAULTS", "PRESETS", "COMMON_OPTIONS", "estimate_noise_sigma", "resolve_prior", "run_sampler"]
 
 
 #: Low-resolution phase window, as a fraction of the image size (64x64: the central 26x26 frequencies);
@@ -97,12 +99,8 @@ COMMON_OPTIONS: dict = {"maps": "espirit", "prior": None, "weights": None, "scal
 CG_ITER_CARTESIAN, CG_ITER_NONCARTESIAN = 10, 40
 
 #: Default sampler parameters per method (noise levels in training-image units, see module doc): the
-#: settings validated on ``val`` (the notes at :data:`BENCH_OPTIONS`), used by ``recon``, the benchmarks
-#: and, with the cheaper :data:`DEMO_OPTIONS` on top, the demo.
-#: ``sigma_min`` = 0.03 (with the final Tweedie step) was chosen on 4 ``val`` slices (GRO R=4, Poisson R=8,
-#: 64x64, pULA P = 8, weights ``score_small64``) from {0.01, 0.02, 0.03, 0.05}: PSNR 35.40 / 34.92 /
-#: 34.37 / 32.89 dB, SSIM 0.891 / 0.913 / 0.935 / 0.848 (TV: 31.37 dB, 0.923); the network's residual
-#: noise at the lowest levels costs SSIM in the (zero) background.
+#: settings validated on ``val`` (``docs/tuning.md``), used by ``recon``, the benchmarks
+#: and, with the cheaper ``"demo"`` preset (:data:`PRESETS`) on top, the demo.
 DEFAULTS: dict[str, dict] = {
     "pula": dict(n_levels=80, n_steps=1, sigma_max=1.0, sigma_min=0.03, step=0.5, cg_iter="auto", cg_tol=1e-6,
                  final_denoise=True),
@@ -116,71 +114,15 @@ DEFAULTS: dict[str, dict] = {
 # pass simulation-based calibration on an exact prior (docs/uncertainty.md); the published ones stay the
 # defaults until their PSNR/SSIM on val is measured.
 
-#: Reduced settings for ``bayesmri demo`` over :data:`DEFAULTS` (5-minute budget on 2 CPU cores; the demo
-#: runs at 128 x 128 in under 5 minutes): fewer levels than the validated settings, Score-MRI without the
-#: extra correctors and the proximal data consistency (the measured cost of each choice: docs/realsize.md,
-#: "The demo at 128").
-DEMO_OPTIONS: dict[str, dict] = {
-    "pula": dict(n_levels=10),
-    "ula-annealed": dict(n_levels=40, gamma=1.0),
-    "score-mri": dict(n_levels=30, t0=0.3, n_corrector=1, snr=0.16, dc_cg_iter=0),
-}
-
-#: Settings used by ``benchmarks/bench_diffusion.py`` (:data:`DEFAULTS`, which they chose), from ``val`` (64x64, 8 coils, P = 8,
-#: ``benchmarks/tune_diffusion.py``; mean PSNR / SSIM, TV in brackets):
-#:
-#: * pULA, 3 slices: 40 -> 80 levels: GRO R=4 35.57 / 0.935 -> 35.87 / 0.936 (31.92 / 0.926), Poisson R=8
-#:   35.24 / 0.941 -> 35.58 / 0.945 (35.10 / 0.938).
-#: * annealed ULA, GRO R=4, 2 slices (TV 30.16 / 0.900): 160 levels, gamma 0.5: 29.17 / 0.631; 3 steps per
-#:   level or 480 levels: 31.99 / 0.869; 160 levels, gamma 1.5: 32.02 / 0.863; 320 levels, gamma 1.0:
-#:   32.55 / 0.893; 480 levels, gamma 1.0: 33.04 / 0.907. Its likelihood step is capped by ``||A||^2 /
-#:   nu^2`` (no preconditioner), so the nullspace mixes slowly and it needs many more NFE than pULA (the
-#:   paper's point); ``gamma = 1`` doubles the step at the price of a larger ULA bias.
-#: * Score-MRI, GRO R=4, 2 slices: t0 0.3: 32.69 / 0.902; snr 0.1: 32.72 / 0.890; lam 0.5: 31.66 / 0.893;
-#:   t0 0.4: 32.82 / 0.903 (161 NFE).
-#:
-#: Session 4, weights at step 17153, 3 slices (TV: GRO R=4 31.92 / 0.926, Poisson R=8 35.10 / 0.938): pULA 80
-#: levels 37.76 / 0.940 and 37.67 / 0.950. Score-MRI: t0 0.3: 35.36 / 0.914 and 35.60 / 0.927; t0 0.5 (201
-#: NFE): 35.60 / 0.915 and 35.79 / 0.929; sigma_min 0.05: 33.75 / 0.841 (GRO). Score-MRI's SSIM stays
-#: below TV's: its hard data-consistency step (lam = 1) puts the measured samples' noise back at every
-#: level, so the zero background keeps a noise texture (rms 0.011 vs pULA's 0.009 on one val slice) that
-#: SSIM punishes; the settings were left unchanged (the test benchmark uses them).
-#:
-#: Session 5, Score-MRI, same weights, 3 slices, P = 8 (t0 0.3, 200 levels unless given; GRO R=4 / Poisson
-#: R=8): baseline 35.36 / 0.914 and 35.60 / 0.927; snr 0.25: 35.25 / 0.927 and 35.33 / 0.930; 2 correctors
-#: per level: 35.83 / 0.922 and 36.13 / 0.936; 2 correctors, snr 0.25: 35.51 / 0.930 and 35.72 / 0.933;
-#: **3 correctors: 36.09 / 0.925 and 36.36 / 0.936** (241 NFE; chosen: best PSNR on both, SSIM within 0.002 of
-#: TV on both); 3 correctors, snr 0.25: 35.64 / 0.931 and 35.85 / 0.931. More corrector steps per level
-#: help more than more levels (the chains mix slowly under hard data consistency). Measurement noising
-#: (``noisy_data``, Song et al. 2022; 121 NFE): 34.85 / 0.926 and 35.38 / 0.931. The mean of 32 instead of
-#: 8 samples (GRO, baseline settings): 35.59 / 0.926, so about 0.012 of the SSIM gap is sample variance.
-#:
-#: Session 6, Score-MRI, same weights, 3 slices, P = 8, 3 correctors unless given (GRO R=4 / Poisson R=8;
-#: TV 31.92 / 0.926 and 35.10 / 0.938): 4 correctors: 36.14 / 0.926 (GRO); proximal data consistency
-#: (``dc_cg_iter``) 5 CG iterations: 37.64 / 0.899 and 37.48 / 0.915; 2 CG iterations: 37.40 / 0.914 and
-#: 37.72 / 0.935; 5 CG iterations, snr 0.3: 37.90 / 0.920 and 38.01 / 0.936; **5 CG iterations, snr 0.45:
-#: 37.64 / 0.938 and 37.83 / 0.949** (chosen). The proximal step weighs the measurement
-#: against the chain's current noise (``nu^2 / sigma_i^2``) where eq. 12 with lam = 1 copies the noisy samples
-#: back, our reading of its +1.5 dB; the larger corrector step then mixes away the background texture that
-#: the near-exact solve leaves (SSIM 0.899 -> 0.938).
-#:
-#: Session 6, annealed ULA, 480 levels, 2 slices: gamma 1.0 34.64 / 0.917 (GRO) and 34.72 / 0.926 (Poisson);
-#: gamma 1.5 35.15 / 0.922 and 35.31 / 0.938. Test (10 slices, session-6 ``lowres`` phase): gamma 1.5 beat TV
-#: and l1-wavelet on both patterns (32.04 / 0.918 and 31.65 / 0.907), where gamma 1.0 missed Poisson R=8 and
-#: 960 levels tied TV's SSIM on GRO R=4. Session 7 made gamma 1.5 the benchmark setting (all of annealed
-#: ULA's rows were rerun with it and the fitted phase).
-#:
-#: Session 5, pULA's CG iterations (3 slices): the radial normal operator (||A||^2 = 13 at 64x64, no density
-#: compensation) is ill-conditioned, and 10 warm-started CG iterations (the paper's, for Cartesian data)
-#: leave the solver error in the samples as a white noise floor (one val slice: background rms 0.015 vs
-#: 0.005; the sampler now warns, ``cg_residual``). Radial R=4: cg_iter 10: 36.67 / 0.842; 20: 39.23 / 0.948;
-#: **40: 39.04 / 0.963** (chosen: one setting for every operator, as the paper keeps its settings across
-#: masks, coils and radial); GRO R=4: 10: 37.76 / 0.940; 40: 37.56 / 0.943.
-BENCH_OPTIONS: dict[str, dict] = {
-    # the benchmarks keep the one CG setting for every operator; recon's "auto" is 10 on Cartesian data
-    "pula": dict(DEFAULTS["pula"], cg_iter=40),
-    "ula-annealed": dict(DEFAULTS["ula-annealed"]),
-    "score-mri": dict(DEFAULTS["score-mri"]),
+#: Named presets over :data:`DEFAULTS` (:func:`bayesmri.methods.preset_options`). ``"demo"``: reduced settings
+#: for ``bayesmri demo`` (5-minute budget on 2 CPU cores at 128 x 128): fewer levels than the validated
+#: settings, Score-MRI without the extra correctors and the proximal data consistency (the measured cost of
+#: each choice: docs/realsize.md, "The demo at 128"). ``"bench"``: pULA with the one CG setting for every
+#: operator that ``benchmarks/`` keep (``cg_iter="auto"`` is 10 on Cartesian data; docs/tuning.md).
+PRESETS: dict[str, dict] = {
+    "pula": {"demo": dict(n_levels=10), "bench": dict(cg_iter=40)},
+    "ula-annealed": {"demo": dict(n_levels=40, gamma=1.0)},
+    "score-mri": {"demo": dict(n_levels=30, t0=0.3, n_corrector=1, snr=0.16, dc_cg_iter=0)},
 }
 
 
@@ -227,9 +169,9 @@ def resolve_prior(prior=None, weights: str | None = None, device="cpu", chunk_si
 
 
 def _build(name: str, p: dict, a: float):
-    from .pula import PULA
-    from .score_mri import ScoreMRI
-    from .ula import AnnealedULA
+    from ..samplers.pula import PULA
+    from ..samplers.score_mri import ScoreMRI
+    from ..samplers.ula import AnnealedULA
 
     smax, smin = float(p.pop("sigma_max")) * a, float(p.pop("sigma_min")) * a
     if name == "pula":
@@ -256,10 +198,7 @@ def run_sampler(name: str, sample, *, n_samples=1, generator=None, device="cpu",
     """
     if name not in DEFAULTS:
         raise ValueError(f"unknown diffusion method {name!r}; choose one of {sorted(DEFAULTS)}")
-    bad = set(options) - set(COMMON_OPTIONS) - set(DEFAULTS[name])
-    if bad:
-        raise ValueError(f"method {name!r} got unknown option(s) {', '.join(sorted(bad))}; allowed: "
-                         f"{', '.join(sorted(set(COMMON_OPTIONS) | set(DEFAULTS[name])))}")
+    check_method_options(name, options, set(COMMON_OPTIONS) | set(DEFAULTS[name]))
     p = dict(DEFAULTS[name])
     p.update({k: v for k, v in options.items() if k in DEFAULTS[name]})
     maps = options.get("maps", "espirit")
@@ -316,13 +255,13 @@ def run_sampler(name: str, sample, *, n_samples=1, generator=None, device="cpu",
     meas = Measurement(y, op, nu)
     res = sampler.sample(meas, prior.with_scale(a), n_samples=int(n_samples), generator=generator,
                          progress=progress, max_time=options.get("max_time"))
-    res.wall_time = time.perf_counter() - t0  # sampling plus the scale estimate
-    res.samples = res.samples.reshape(res.samples.shape[0], *res.samples.shape[-2:])
-    res.mean, res.std = res.mean.reshape(res.mean.shape[-2:]), res.std.reshape(res.std.shape[-2:])
-    res.std_magnitude = res.std_magnitude.reshape(res.std.shape)  # |ph| = 1: unchanged by the phase below
-    if ph is not None:  # back from the demodulated variable; |ph| = 1 leaves the std map unchanged
+    samples = res.samples.reshape(res.samples.shape[0], *res.samples.shape[-2:])
+    if ph is not None:  # back from the demodulated variable (|ph| = 1: the std map is the same up to rounding)
         ph2 = ph.reshape(H, W)
-        res.samples, res.mean = ph2 * res.samples.to(ph2.dtype), ph2 * res.mean.to(ph2.dtype)
+        samples = ph2 * samples.to(ph2.dtype)
+    # the summaries of the returned samples (the one definition), wall time: sampling plus the scale estimate
+    res = SamplerResult.from_samples(samples, nfe=res.nfe, wall_time=time.perf_counter() - t0,
+                                     score_time=res.score_time, diagnostics=res.diagnostics)
     if vc is not None:  # which compression ran: "coils", "virtual_coils", "energy_kept", ...
         res.diagnostics["coil_compression"] = dict(sample_d.metadata["coil_compression"])
     res.diagnostics.update(scale=a, noise_sigma=nu, phase=phase, settings=dict(DEFAULTS[name], **{
@@ -331,30 +270,20 @@ def run_sampler(name: str, sample, *, n_samples=1, generator=None, device="cpu",
     return res
 
 
-_DOC = " Options: {}; common: " + ", ".join(COMMON_OPTIONS) + "."
+def _register(name: str, description: str):
+    def method(sample, *, n_samples=1, generator=None, device="cpu", progress=False, **options):
+        return run_sampler(name, sample, n_samples=n_samples, generator=generator, device=device,
+                           progress=progress, **options)
+
+    method.__name__ = method.__qualname__ = name.replace("-", "_") + "_method"
+    method.__doc__ = (f"Registered method {name!r}: see :func:`run_sampler`. Options: "
+                      + ", ".join(f"{k}={v!r}" for k, v in DEFAULTS[name].items())
+                      + "; common: " + ", ".join(COMMON_OPTIONS) + ".")
+    return register_method(name, description, stochastic=True, options={**COMMON_OPTIONS, **DEFAULTS[name]},
+                           presets=PRESETS.get(name))(method)
 
 
-@register_method("pula", "diffusion prior, exact likelihood, preconditioned ULA (Holliber, Uecker et al.)",
-                 stochastic=True, demo_options=DEMO_OPTIONS["pula"], options={**COMMON_OPTIONS, **DEFAULTS["pula"]})
-def pula_method(sample, *, n_samples=1, generator=None, device="cpu", progress=False, **options):
-    return run_sampler("pula", sample, n_samples=n_samples, generator=generator, device=device,
-                       progress=progress, **options)
-
-
-@register_method("ula-annealed", "diffusion prior, annealed likelihood, ULA (Jalal et al.)", stochastic=True,
-                 demo_options=DEMO_OPTIONS["ula-annealed"], options={**COMMON_OPTIONS, **DEFAULTS["ula-annealed"]})
-def ula_annealed_method(sample, *, n_samples=1, generator=None, device="cpu", progress=False, **options):
-    return run_sampler("ula-annealed", sample, n_samples=n_samples, generator=generator, device=device,
-                       progress=progress, **options)
-
-
-@register_method("score-mri", "diffusion prior, Score-MRI predictor-corrector with data consistency (Chung & Ye)",
-                 stochastic=True, demo_options=DEMO_OPTIONS["score-mri"], options={**COMMON_OPTIONS, **DEFAULTS["score-mri"]})
-def score_mri_method(sample, *, n_samples=1, generator=None, device="cpu", progress=False, **options):
-    return run_sampler("score-mri", sample, n_samples=n_samples, generator=generator, device=device,
-                       progress=progress, **options)
-
-
-for _n, _f in (("pula", pula_method), ("ula-annealed", ula_annealed_method), ("score-mri", score_mri_method)):
-    _f.__doc__ = (f"Registered method {_n!r}: see :func:`run_sampler`."
-                  + _DOC.format(", ".join(f"{k}={v!r}" for k, v in DEFAULTS[_n].items())))
+pula_method = _register("pula", "diffusion prior, exact likelihood, preconditioned ULA (Holliber, Uecker et al.)")
+ula_annealed_method = _register("ula-annealed", "diffusion prior, annealed likelihood, ULA (Jalal et al.)")
+score_mri_method = _register("score-mri",
+                             "diffusion prior, Score-MRI predictor-corrector with data consistency (Chung & Ye)")
