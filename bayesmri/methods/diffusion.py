@@ -102,7 +102,7 @@ CG_ITER_CARTESIAN, CG_ITER_NONCARTESIAN = 10, 40
 #: settings validated on ``val`` (``docs/tuning.md``), used by ``recon``, the benchmarks
 #: and, with the cheaper ``"demo"`` preset (:data:`PRESETS`) on top, the demo.
 DEFAULTS: dict[str, dict] = {
-    "pula": dict(n_levels=80, n_steps=1, sigma_max=1.0, sigma_min=0.03, step=0.5, cg_iter="auto", cg_tol=1e-6,
+    "pula": dict(n_levels=80, n_steps=1, sigma_max=1.0, sigma_min="auto", step=0.5, cg_iter="auto", cg_tol=1e-6,
                  final_denoise=True),
     "ula-annealed": dict(n_levels=480, n_steps=1, sigma_max=1.0, sigma_min=0.03, gamma=1.5, init="noise",
                          final_denoise=True, likelihood_schedule="geometric"),
@@ -114,13 +114,18 @@ DEFAULTS: dict[str, dict] = {
 # pass simulation-based calibration on an exact prior (docs/uncertainty.md); the published ones stay the
 # defaults until their PSNR/SSIM on val is measured.
 
+#: ``sigma_min="auto"``: the value validated for this method with the prior in use, read from the prior's
+#: weights config (``"sampling": {"pula": {"sigma_min": ...}}``, :func:`prior_sampling_default`); this
+#: fallback where the config has none (the value chosen for ``score_small64`` at 64 x 64).
+SIGMA_MIN_FALLBACK = 0.03
+
 #: Named presets over :data:`DEFAULTS` (:func:`bayesmri.methods.preset_options`). ``"demo"``: reduced settings
 #: for ``bayesmri demo`` (5-minute budget on 2 CPU cores at 128 x 128): fewer levels than the validated
 #: settings, Score-MRI without the extra correctors and the proximal data consistency (the measured cost of
-#: each choice: docs/realsize.md, "The demo at 128"). ``"bench"``: pULA with the one CG setting for every
+#: each choice: docs/realsize.md, "The demo at 128"; pULA's 10 levels keep the ``sigma_min`` they were tuned with). ``"bench"``: pULA with the one CG setting for every
 #: operator that ``benchmarks/`` keep (``cg_iter="auto"`` is 10 on Cartesian data; docs/tuning.md).
 PRESETS: dict[str, dict] = {
-    "pula": {"demo": dict(n_levels=10), "bench": dict(cg_iter=40)},
+    "pula": {"demo": dict(n_levels=10, sigma_min=0.03), "bench": dict(cg_iter=40)},
     "ula-annealed": {"demo": dict(n_levels=40, gamma=1.0)},
     "score-mri": {"demo": dict(n_levels=30, t0=0.3, n_corrector=1, snr=0.16, dc_cg_iter=0)},
 }
@@ -168,6 +173,20 @@ def resolve_prior(prior=None, weights: str | None = None, device="cpu", chunk_si
                     f"got {type(prior).__name__}")
 
 
+def prior_sampling_default(model, method: str, key: str, fallback):
+    """The setting ``key`` of ``method`` recommended in a prior's weights config, else ``fallback``.
+
+    A network loaded from shipped or exported weights carries its JSON as ``model.meta``; the optional
+    ``"sampling"`` entry holds, per method, the sampler settings chosen on ``val`` for that prior (e.g.
+    ``score_native``'s ``sigma_min = 0.01`` for pULA, ``docs/realsize.md``). The floor of the noise levels
+    belongs with the prior: it depends on how low the network was trained and on the detail it resolves.
+    """
+    meta = getattr(model, "meta", None)
+    entry = ((meta or {}).get("sampling") or {}).get(method) or {} if isinstance(meta, dict) else {}
+    value = entry.get(key, fallback) if isinstance(entry, dict) else fallback
+    return fallback if value is None else value
+
+
 def _build(name: str, p: dict, a: float):
     from ..samplers.pula import PULA
     from ..samplers.score_mri import ScoreMRI
@@ -213,6 +232,11 @@ def run_sampler(name: str, sample, *, n_samples=1, generator=None, device="cpu",
     if options.get("prior") is not None and options.get("weights"):
         raise ValueError(f"method {name!r}: give prior or weights, not both (both name a score prior)")
     prior = resolve_prior(options.get("prior"), weights, device, options.get("chunk_size"), (H, W))
+    if p.get("sigma_min") in (None, "auto"):
+        p["sigma_min"] = float(prior_sampling_default(prior.model, name, "sigma_min", SIGMA_MIN_FALLBACK))
+    if not (isinstance(p.get("sigma_min"), (int, float)) and 0 < float(p["sigma_min"]) < float(p["sigma_max"])):
+        raise ValueError(f"method {name!r}: sigma_min must be 'auto' or a number in (0, sigma_max = "
+                         f"{p['sigma_max']}), got {p.get('sigma_min')!r}")
     tiling = options.get("tiling", "auto")
     net = prior_for_size(prior.model, (H, W), tiling, options.get("tile_patch"), int(options.get("tile_margin", 0)),
                          seed=_tiling_seed(generator))
@@ -251,6 +275,7 @@ def run_sampler(name: str, sample, *, n_samples=1, generator=None, device="cpu",
     nu = float(sample.noise_sigma) if nu is None else float(nu)
     if not nu > 0:
         nu = estimate_noise_sigma(y)
+    sigma_min = float(p["sigma_min"])  # resolved (training-image units), reported in the settings
     sampler = _build(name, p, a)
     meas = Measurement(y, op, nu)
     res = sampler.sample(meas, prior.with_scale(a), n_samples=int(n_samples), generator=generator,
@@ -264,8 +289,9 @@ def run_sampler(name: str, sample, *, n_samples=1, generator=None, device="cpu",
                                      score_time=res.score_time, diagnostics=res.diagnostics)
     if vc is not None:  # which compression ran: "coils", "virtual_coils", "energy_kept", ...
         res.diagnostics["coil_compression"] = dict(sample_d.metadata["coil_compression"])
-    res.diagnostics.update(scale=a, noise_sigma=nu, phase=phase, settings=dict(DEFAULTS[name], **{
-        k: v for k, v in options.items() if k in DEFAULTS[name]}))
+    settings = dict(DEFAULTS[name], **{k: v for k, v in options.items() if k in DEFAULTS[name]})
+    settings["sigma_min"] = sigma_min  # "auto" resolved
+    res.diagnostics.update(scale=a, noise_sigma=nu, phase=phase, settings=settings)
     res.diagnostics.pop("coil_samples", None)
     return res
 

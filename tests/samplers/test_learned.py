@@ -385,7 +385,7 @@ def test_benchmark_and_demo_settings_are_valid_sampler_options():
     """The presets (``"demo"``, ``"bench"``) are merged over ``DEFAULTS`` by the demo and the benchmarks: a
     misspelt key would be rejected only at run time, after minutes of other methods; every merged setting
     must also construct its sampler (value checks in the constructors)."""
-    from bayesmri.methods.diffusion import CG_ITER_CARTESIAN, PRESETS, _build
+    from bayesmri.methods.diffusion import CG_ITER_CARTESIAN, PRESETS, SIGMA_MIN_FALLBACK, _build
 
     assert set(PRESETS) <= set(DEFAULTS)
     for name, presets in PRESETS.items():
@@ -394,6 +394,8 @@ def test_benchmark_and_demo_settings_are_valid_sampler_options():
             p = dict(DEFAULTS[name], **opts)
             if p.get("cg_iter") == "auto":  # resolved per operator by run_sampler
                 p["cg_iter"] = CG_ITER_CARTESIAN
+            if p.get("sigma_min") == "auto":  # resolved from the prior's config by run_sampler
+                p["sigma_min"] = SIGMA_MIN_FALLBACK
             sampler = _build(name, p, 1.0)  # data scale 1: sigma_max / sigma_min are taken as given
             for k, v in opts.items():
                 assert getattr(sampler, k) == v, (name, k)
