@@ -22,13 +22,12 @@ def sample64():
 
 
 def _run(sample, method="pula", **opts):
-    r = get_method(method)(sample, n_samples=1, generator=0, maps="true", n_levels=2 if method == "pula" else 3,
-                           **opts)
+    r = get_method(method)(sample, n_samples=1, generator=0, maps="true", n_levels=3, **opts)
     return r.diagnostics["settings"]["sigma_min"]
 
 
 def test_default_is_auto_and_read_from_config():
-    assert DEFAULTS["pula"]["sigma_min"] == DEFAULTS["score-mri"]["sigma_min"] == "auto"
+    assert all(DEFAULTS[m]["sigma_min"] == "auto" for m in ("pula", "score-mri", "ula-annealed"))
     small = load_prior("score_small64", (64, 64), "cpu")
     native = load_prior("score_native", (128, 128), "cpu")
     assert prior_sampling_default(small, "pula", "sigma_min", None) == 0.03
@@ -46,14 +45,14 @@ def test_the_prior_in_use_sets_sigma_min(sample64):
     assert _run(sample64, prior=model, sigma_min=0.02) == 0.02  # an explicit option wins
 
 
-@pytest.mark.parametrize("method", ["pula", "score-mri"])
+@pytest.mark.parametrize("method", ["pula", "score-mri", "ula-annealed"])
 def test_real_size_input_gets_score_native_value(method):
     from bayesmri.data.simulate import simulate_builtin
 
     s = simulate_builtin("val", 1, "gro", 4.0, 4, 30.0, 0, 128)[0]
     assert _run(s, method) == 0.01
     small = simulate_builtin("val", 1, "gro", 4.0, 4, 30.0, 0, 64)[0]
-    assert _run(small, method) == 0.03  # score_small64's value (pULA) or the fallback (Score-MRI)
+    assert _run(small, method) == 0.03  # score_small64's value (pULA) or the fallback
 
 
 def test_bad_sigma_min_is_one_clear_error(sample64):

@@ -104,7 +104,7 @@ CG_ITER_CARTESIAN, CG_ITER_NONCARTESIAN = 10, 40
 DEFAULTS: dict[str, dict] = {
     "pula": dict(n_levels=80, n_steps=1, sigma_max=1.0, sigma_min="auto", step=0.5, cg_iter="auto", cg_tol=1e-6,
                  final_denoise=True),
-    "ula-annealed": dict(n_levels=480, n_steps=1, sigma_max=1.0, sigma_min=0.03, gamma=1.5, init="noise",
+    "ula-annealed": dict(n_levels=480, n_steps=1, sigma_max=1.0, sigma_min="auto", gamma=1.5, init="noise",
                          final_denoise=True, likelihood_schedule="geometric"),
     "score-mri": dict(n_levels=200, n_corrector=3, sigma_max=30.0, sigma_min="auto", snr=0.45, t0=0.3,
                       mode="complex", lam=1.0, hybrid_every=1, final_denoise=True, noisy_data=False,
@@ -114,7 +114,7 @@ DEFAULTS: dict[str, dict] = {
 # pass simulation-based calibration on an exact prior (docs/uncertainty.md); the published ones stay the
 # defaults until their PSNR/SSIM on val is measured.
 
-#: ``sigma_min="auto"`` (pULA, Score-MRI): the value validated for this method with the prior in use,
+#: ``sigma_min="auto"`` (every diffusion method): the value validated for this method with the prior in use,
 #: read from the prior's weights config (``"sampling": {"pula": {"sigma_min": ...}}``,
 #: :func:`prior_sampling_default`); this fallback where the config has none (the value chosen for
 #: ``score_small64`` at 64 x 64).
@@ -128,7 +128,7 @@ SIGMA_MIN_FALLBACK = 0.03
 #: operator that ``benchmarks/`` keep (``cg_iter="auto"`` is 10 on Cartesian data; docs/tuning.md).
 PRESETS: dict[str, dict] = {
     "pula": {"demo": dict(n_levels=10, sigma_min=0.03), "bench": dict(cg_iter=40)},
-    "ula-annealed": {"demo": dict(n_levels=40, gamma=1.0)},
+    "ula-annealed": {"demo": dict(n_levels=40, gamma=1.0, sigma_min=0.03)},
     "score-mri": {"demo": dict(n_levels=30, t0=0.3, n_corrector=1, snr=0.16, dc_cg_iter=0, sigma_min=0.03)},
 }
 
