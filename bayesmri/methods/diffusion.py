@@ -183,9 +183,8 @@ def prior_sampling_default(model, method: str, key: str, fallback):
     ``score_native``'s ``sigma_min = 0.01`` for pULA, ``docs/realsize.md``). The floor of the noise levels
     belongs with the prior: it depends on how low the network was trained and on the detail it resolves.
     """
-    meta = getattr(model, "meta", None)
-    entry = ((meta or {}).get("sampling") or {}).get(method) or {} if isinstance(meta, dict) else {}
-    value = entry.get(key, fallback) if isinstance(entry, dict) else fallback
+    entry = (getattr(model, "meta", None) or {}).get("sampling", {}).get(method, {})
+    value = entry.get(key)
     return fallback if value is None else value
 
 
