@@ -135,12 +135,16 @@ class JointPoGMDM:
         Nesterov steps of the MAP refinement (250; 0 to skip); ``map_weight`` the prior weight ``beta``.
     update_maps : bool
         False keeps the given/initial maps fixed (plain PoGMDM prior with known maps).
+    final_denoise : bool
+        Replace the final chains by their Tweedie estimate ``x + zeta^2 s(x, zeta)`` at the last level
+        (one more NFE), as the score samplers' ``final_denoise``
+        (:attr:`bayesmri.samplers.base.Sampler.final_denoise`).
     """
 
     def __init__(self, prior, n_steps: int = 1000, zeta_max: float = 10.0, zeta_min: float = 0.01,
                  zeta_start: float | None = 0.3, lam: float = 1.0, mu: float = 1.0, smooth: float | None = None,
                  n_corrector: int = 1, snr: float = 0.16, map_steps: int = 250, map_weight: float = 1e-4,
-                 update_maps: bool = True):
+                 update_maps: bool = True, final_denoise: bool = False):
         if not hasattr(prior, "score"):
             raise TypeError("prior must expose score(x, sigma)")
         if n_steps < 1 or not (0 < zeta_min < zeta_max):
@@ -153,6 +157,7 @@ class JointPoGMDM:
         self.smooth = (1.0 / mu if mu > 0 else 0.0) if smooth is None else float(smooth)
         self.n_corrector, self.snr = int(n_corrector), float(snr)
         self.map_steps, self.map_weight, self.update_maps = int(map_steps), float(map_weight), update_maps
+        self.final_denoise = bool(final_denoise)
 
     # --- pieces -----------------------------------------------------------------------------------
     def _score(self, x, zeta, score=None):
@@ -294,6 +299,11 @@ class JointPoGMDM:
                     grad = x.conj()[:, None] * fourier.adjoint_weighted(fourier.residual(x, maps, yn))
                     maps = smoothness_prox(maps - step_s * grad, self.smooth)
                 loop.step(sigma=z0)
+        if self.final_denoise and loop.levels_done > 0:
+            # Tweedie at the last level reached (one more NFE): removes the N(0, zeta^2) noise the chains
+            # carry at the end (as the score samplers' final_denoise).
+            z_last = zetas[loop.levels_done]
+            x = x + z_last**2 * self._score(x, z_last, score)
         # A(x, S) = A(a x, S / a) for any pixel-wise a != 0: report the representative with
         # sum_c |S_c|^2 = 1 (the ESPIRiT normalisation), i.e. x * ||S(r)|| and S / ||S(r)||.
         nrm = (maps.abs() ** 2).sum(1).sqrt()

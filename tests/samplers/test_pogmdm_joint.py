@@ -233,3 +233,25 @@ def test_registered_method_runs_on_non_cartesian_sample(tiny_problem):
     assert bool(torch.isfinite(res.mean).all()) and 1.0 < res.diagnostics["fourier_norm"] < 4.0
     err = (res.mean.abs() - s.target.abs()).norm() / s.target.abs().norm()
     assert float(err) < 0.3
+
+
+class _WhiteGaussian:
+    """Pixel-wise N(0, tau^2) prior on real images: s(x, zeta) = -x / (tau^2 + zeta^2)."""
+
+    def __init__(self, tau: float):
+        self.tau2 = tau**2
+
+    def score(self, x, sigma):
+        return -x / (self.tau2 + float(sigma) ** 2)
+
+
+def test_final_denoise_is_the_tweedie_step_at_the_last_level(tiny_problem):
+    _, maps, mask, k, _ = tiny_problem
+    prior = _WhiteGaussian(0.5)
+    kw = dict(n_steps=40, zeta_min=0.05, zeta_start=0.3, n_corrector=0, map_steps=0, update_maps=False)
+    plain = JointPoGMDM(prior, **kw).sample(k, mask, n_samples=2, generator=3, coil_maps=maps)
+    den = JointPoGMDM(prior, final_denoise=True, **kw).sample(k, mask, n_samples=2, generator=3, coil_maps=maps)
+    # the same chains, shrunk by Tweedie's E[x | x + zeta n] = x tau^2 / (tau^2 + zeta^2) for this prior
+    shrink = prior.tau2 / (prior.tau2 + 0.05**2)
+    assert torch.allclose(den.samples, plain.samples * shrink, atol=1e-5 * float(plain.samples.abs().max()))
+    assert den.nfe == plain.nfe + 1
