@@ -30,10 +30,18 @@ FULLY_SAMPLED_R = 1.25
 
 
 def compress_samples(samples, virtual_coils):
-    """SVD coil compression of every slice (:meth:`MRISample.compress_coils`); ``(samples, summary)``.
+    """SVD coil compression of every slice (:meth:`MRISample.compress_coils`; ``recon --virtual-coils``).
 
-    ``summary`` (JSON types, for ``metrics.json`` settings): ``method``, ``coils``, ``virtual_coils`` and
-    ``energy_kept`` (per slice), ``calib``. ``virtual_coils=None`` returns the samples and ``None``."""
+    Parameters
+    ----------
+    samples : list of ``MRISample``. virtual_coils : int >= 1 (coils), a fraction in (0, 1) (the fewest coils
+        keeping that share of the k-space energy) or None (no compression).
+
+    Returns
+    -------
+    ``(samples, summary)``; ``summary`` (JSON types, for ``metrics.json`` settings): ``method``, ``coils``,
+    ``requested``, ``virtual_coils`` and ``energy_kept`` (per slice), ``calib``; None without compression.
+    """
     if virtual_coils is None:
         return samples, None
     out = [s.compress_coils(virtual_coils) for s in samples]
