@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 __all__ = ["SliceResult", "DatasetReport", "find_inputs", "is_dataset_input", "output_name", "join_process_group",
-           "shard", "reconstruct_dataset", "read_record", "MANIFEST", "RECORD_ATTR", "INPUT_SUFFIXES"]
+           "shard", "reconstruct_dataset", "read_record", "summary_table", "MANIFEST", "RECORD_ATTR", "INPUT_SUFFIXES"]
 
 #: Name of the run manifest in the output folder.
 MANIFEST = "manifest.json"
@@ -546,3 +546,20 @@ def reconstruct_dataset(inputs, out, *, plan: Callable, reconstruct_slice: Calla
         failed_all = [f for p in processes for f in p["failed"]]
         summary = _finish_run(out, plan_["run"], processes, t0, failed_all)["summary"]
     return DatasetReport(out, done, skipped, failed, rank, world, summary)
+
+
+def summary_table(report: "DatasetReport") -> str:
+    """What ``recon DIR`` prints after a run: the per-file metrics of the finished inputs with their mean and
+    std (:func:`bayesmri.evaluation.format_table`; none without references), then one line of counts."""
+    from . import io
+    from .evaluation import format_table
+
+    s = report.summary
+    m = io.load_json(Path(report.out) / MANIFEST)
+    names = {output_name(f) for f in m["inputs"]}
+    rows = [{"file": r["output"], "n_slices": r.get("n_slices"), **(r.get("metrics") or {})}
+            for n, r in m["files"].items() if n in names and r.get("status") == "done" and r.get("metrics")]
+    lines = [format_table(sorted(rows, key=lambda r: r["file"]), s.get("mean"), s.get("std"))] if rows else []
+    failed = f", {s['failed']} failed (see {MANIFEST})" if s.get("failed") else ""
+    lines.append(f"{s['done']} of {s['n_inputs']} file(s) done{failed}; wrote {report.out}")
+    return "\n".join(lines)

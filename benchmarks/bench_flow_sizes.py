@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bayesmri.methods import run_method, schema_row  # noqa: E402
-from bayesmri.commands.recon import load_h5  # noqa: E402
+from bayesmri.data.recon_input import load_input  # noqa: E402
 
 VARIANTS = [
     ("zf", "zf", {}),
@@ -50,7 +50,7 @@ def main(argv=None):
     print("| file | size | variant | PSNR (dB) | SSIM |")
     print("| --- | --- | --- | --- | --- |")
     for path in args.files:
-        data = load_h5(path)
+        data = load_input(path)
         H, W = data.samples[0].img_shape
         for label, name, options in VARIANTS:
             try:

@@ -154,7 +154,7 @@ def test_method_registry_contract():
 
 def test_demo_skips_a_failing_method_only_when_asked(tmp_path, capsys):
     from bayesmri import methods
-    from bayesmri.commands.demo import run_demo
+    from bayesmri.demo import run_demo
 
     @methods.register_method("broken-test", "always fails")
     def _broken(sample, **kw):
@@ -197,10 +197,10 @@ def test_run_method_forwards_maps_and_options_through_kwargs():
 
 def test_default_demo_runs_every_method_but_the_excluded_ones_which_stay_reachable():
     from bayesmri import methods
-    from bayesmri.commands.demo import DEFAULT_SIZE, DEMO_EXCLUDED, _method_list
+    from bayesmri.demo import DEFAULT_SIZE, DEMO_EXCLUDED, demo_methods
 
-    default = _method_list(None)
+    default = demo_methods(None)
     assert set(default) | set(DEMO_EXCLUDED) == set(methods.available_methods())
     assert not set(default) & set(DEMO_EXCLUDED) and "pula" in default and "pogmdm-joint" in default
-    assert _method_list("ula-annealed") == ["ula-annealed"]
+    assert demo_methods("ula-annealed") == ["ula-annealed"]
     assert DEFAULT_SIZE >= 128  # issue 18: the demo runs at a real size

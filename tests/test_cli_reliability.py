@@ -455,16 +455,16 @@ def test_chunked_chains_are_pooled_and_only_kept_samples_are_held(data, tmp_path
 
 
 def test_memory_estimate_warns_with_a_chunk_that_fits(monkeypatch):
-    from bayesmri.commands import recon
+    from bayesmri.methods import memory
 
-    monkeypatch.setattr(recon, "available_memory", lambda: 1 << 30)
+    monkeypatch.setattr(memory, "available_memory", lambda: 1 << 30)
     with pytest.warns(UserWarning, match=r"64 chains at once need about 21\.\d GiB .* use --chunk 3"):
-        recon._warn_chain_memory(64, None, 16, 320, 320)
+        memory.check_chain_memory(64, None, 16, 320, 320)
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        recon._warn_chain_memory(64, 3, 16, 320, 320)  # 3 chains (0.99 GiB) fit in 1 GiB: silent
+        memory.check_chain_memory(64, 3, 16, 320, 320)  # 3 chains (0.99 GiB) fit in 1 GiB: silent
 
 
 def test_chains_beyond_twice_the_memory_fail_before_the_compute(data, tmp_path):

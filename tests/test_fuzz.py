@@ -153,13 +153,13 @@ def test_fastmri_reader_gives_a_result_or_a_clean_error(spec, tmp_path):
 def test_recon_loader_gives_valid_samples_or_a_clean_error(spec, tmp_path):
     import torch
 
-    from bayesmri.commands.recon import load_h5_samples
+    from bayesmri.data.recon_input import load_input_samples
 
     path = _write(spec, tmp_path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            samples, reference, pattern = load_h5_samples(path)
+            samples, reference, pattern = load_input_samples(path)
     except Exception as exc:  # noqa: BLE001
         _clean(exc, path)
         return

@@ -3,7 +3,8 @@
 The imports of every module (module level and inside functions, since a lazy import is a dependency
 all the same) are read with ``ast``; each top-level module or subpackage of ``bayesmri`` has a layer,
 and an import from a strictly higher layer fails the test, naming the file and line. Imports within one
-layer are allowed. ``LAYERS`` is the one place the order is written.
+layer are allowed, except between the command modules: a command parses its arguments and calls the
+library, so what two commands share lives below ``commands``. ``LAYERS`` is the one place the order is written.
 """
 import ast
 from pathlib import Path
@@ -13,8 +14,8 @@ import bayesmri
 ROOT = Path(bayesmri.__file__).resolve().parent
 
 #: Lowest first. A name is a top-level module or subpackage of bayesmri ("bayesmri" is the package's
-#: own __init__). ``methods`` is the method package (registry, families, run helpers) at the level of
-#: what runs methods; ``options`` reads the methods' signatures.
+#: own __init__). ``methods`` is the method package (registry, families, run helpers, what ``recon`` writes) at
+#: the level of what runs methods; ``options`` reads the methods' signatures; ``demo`` runs them all.
 LAYERS = [
     ["bayesmri", "_validate", "_interrupt", "_malloc"],
     ["io", "metrics"],
@@ -25,7 +26,7 @@ LAYERS = [
     ["recon", "samplers"],
     ["flows"],
     ["train"],
-    ["methods", "options", "report", "dataset_recon"],
+    ["methods", "options", "report", "dataset_recon", "demo"],
     ["commands"],
     ["cli"],
 ]
@@ -91,6 +92,28 @@ def test_no_module_imports_a_higher_layer():
     bad = {k: v for k, v in _violations().items() if k not in EXCEPTIONS}
     assert not bad, "imports from a higher layer (docs/DESIGN.md, Layers):\n" + "\n".join(
         line for lines in bad.values() for line in lines)
+
+
+def _command_imports(path: Path, module: str | None = None):
+    """The imports of another command module by the command module ``path`` (``file:line imports target``)."""
+    module = module or _module_name(path)
+    return [f"{path.name}:{line} imports {target}" for line, target in _imports(path, module)
+            if target.startswith("bayesmri.commands.") and target != module]
+
+
+def test_no_command_imports_another_command():
+    # cli.py names the command modules as strings (loaded by importlib), so it is not an import here
+    bad = [b for path in sorted((ROOT / "commands").glob("*.py")) for b in _command_imports(path)]
+    assert not bad, "a command imports another command; move what they share into the library:\n" + "\n".join(bad)
+
+
+def test_the_command_check_sees_relative_and_absolute_imports(tmp_path):
+    src = tmp_path / "fake.py"
+    src.write_text("from ..methods import run_method\nfrom .recon import add_arguments\n"
+                   "def f():\n    import bayesmri.commands.demo\n    from . import simulate\n")
+    found = _command_imports(src, "bayesmri.commands.fake")
+    assert [f.split(" imports ")[1] for f in found] == ["bayesmri.commands.recon", "bayesmri.commands.demo",
+                                                        "bayesmri.commands.simulate"]
 
 
 def test_every_listed_exception_is_still_needed():

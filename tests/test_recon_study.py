@@ -15,7 +15,7 @@ import torch
 
 from bayesmri import io
 from bayesmri.cli import main
-from bayesmri.commands.recon import RetrospectiveMask, load_h5, parse_slices
+from bayesmri.data.recon_input import RetrospectiveMask, load_input, parse_slices
 from bayesmri.data.simulate import default_num_acs
 from bayesmri.data.fastmri import image_geometry, make_ismrmrd_header, parse_ismrmrd_header, write_fastmri_h5
 from bayesmri.physics.fft import fft2c
@@ -79,9 +79,9 @@ def test_recon_mask_on_fully_sampled_equals_simulate_then_recon(files, tmp_path,
     assert np.abs(c["mean"] - b["mean"]).max() > 100 * 1e-4 * peak
 
 
-def test_load_h5_applies_the_mask_as_the_simulator_does(files):
-    full = load_h5(files / "full.h5", mask=RetrospectiveMask("gro", 4.0, None, 3))
-    und = load_h5(files / "und.h5")
+def test_load_input_applies_the_mask_as_the_simulator_does(files):
+    full = load_input(files / "full.h5", mask=RetrospectiveMask("gro", 4.0, None, 3))
+    und = load_input(files / "und.h5")
     for s_f, s_u in zip(full.samples, und.samples):
         assert torch.equal(s_f.mask, s_u.mask)
         kf, ku = s_f.kspace * s_f.scale, s_u.kspace * s_u.scale
@@ -212,7 +212,7 @@ def test_slices_pick_slices(files, tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------------ outputs
 def test_sampler_defaults_to_eight_samples_with_std_and_calibration(files, tmp_path, capsys, monkeypatch):
-    from bayesmri.commands.recon import STD_PNG_VMAX
+    from bayesmri.methods.outputs import STD_PNG_VMAX
 
     with pytest.raises(SystemExit):
         main(["recon", "--help"])

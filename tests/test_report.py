@@ -85,7 +85,7 @@ def test_calibration_table_reads_the_metrics_rows_and_explains_itself():
 
 def test_demo_reports_calibration_of_a_sampler_against_the_truth(tmp_path, monkeypatch):
     from bayesmri import methods
-    from bayesmri.commands.demo import run_demo
+    from bayesmri.demo import run_demo
 
     @methods.register_method("spread-test", "zero-filled plus known noise", stochastic=True)
     def _spread(sample, n_samples=1, generator=None, maps=None, **kw):

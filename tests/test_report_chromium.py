@@ -55,7 +55,7 @@ def _probe(html_path, tmp_path, extra=""):
 
 def test_demo_report_images_slices_and_flags_in_chromium(tmp_path):
     from bayesmri import methods
-    from bayesmri.commands.demo import run_demo
+    from bayesmri.demo import run_demo
 
     @methods.register_method("collapsed-test", "zero-filled with a negligible spread", stochastic=True)
     def _collapsed(sample, n_samples=1, generator=None, maps=None, **kw):

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..physics.intensity import intensity_scale
 from .volumes import axial_slices, load_volume, mni_split_of, pad_to_square, tissue_slice_indices
 
 __all__ = ["BrainSliceSynthesizer", "resample_slice"]
@@ -187,8 +188,7 @@ class BrainSliceSynthesizer:
             img = img * torch.exp(float(_uniform(g, 0, self.bias)) * _smooth_field(g, CANVAS, 3))
         fov = int(round(min(float(_uniform(g, *self.fov_mm)), CANVAS)))
         o = (CANVAS - fov) // 2
-        q = torch.quantile(img[o:o + fov, o:o + fov].reshape(-1), 0.95)
-        return img / q.clamp_min(1e-6)
+        return img / intensity_scale(img[o:o + fov, o:o + fov].reshape(1, -1), 0.95, per_item=True)[0]
 
     # ------------------------------------------------------------------ crops
     def _warp(self, src: torch.Tensor, n: int, pix: torch.Tensor, centre: torch.Tensor, g):

@@ -106,17 +106,40 @@ class ConditionalINN(nn.Module):
         return cond[2]
 
     @torch.no_grad()
-    def sample(self, c, n_samples: int = 1, generator=None, cond=None, temperature: float = 1.0):
-        """``n_samples`` posterior samples per item, ``(P, B, 1, H, W)``; one conditioning pass for all."""
+    def sample(self, c, n_samples: int = 1, generator=None, cond=None, temperature: float = 1.0, *,
+               chunk: int | None = None, progress: bool = False, max_time: float | None = None):
+        """``n_samples`` posterior samples per item, ``(P, B, 1, H, W)``; one conditioning pass for all.
+
+        The base samples of all ``P`` are drawn first (so ``chunk`` does not change which samples a seed
+        gives), then inverted ``chunk`` samples at a time (default all at once) in the samplers' loop
+        (:class:`bayesmri.samplers.base.ChainLoop`, one step per chunk): its progress bar, and a Ctrl-C or
+        ``max_time`` stop that returns the samples finished so far (``P' < P``; a stop before the first
+        chunk re-raises ``KeyboardInterrupt``).
+        """
+        from ..samplers.base import ChainLoop
+
         if not isinstance(n_samples, int) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+        if chunk is not None and not (isinstance(chunk, int) and chunk >= 1):
+            raise ValueError(f"chunk must be a positive integer or None, got {chunk!r}")
         cond = self.conditioning(c) if cond is None else cond
         B = cond[0][0].shape[0]
         g = as_generator(generator)
         z = self.base.sample(n_samples * B, self.n_dims, generator=g, device=cond[0][0].device) * temperature
-        rep = _repeat_cond(cond, n_samples)
-        x = self._inverse(z, rep)
-        return x.reshape(n_samples, B, 1, *self.img_shape)
+        chunk = n_samples if chunk is None else chunk
+        out, done = None, 0
+        with ChainLoop("cinn", progress, max_time, total=math.ceil(n_samples / chunk)) as loop:
+            for p0 in range(0, n_samples, chunk):
+                n = min(chunk, n_samples - p0)
+                x = self._inverse(z[p0 * B:(p0 + n) * B], _repeat_cond(cond, n))
+                if out is None:
+                    out = x.new_empty((n_samples * B, *x.shape[1:]))
+                out[p0 * B:(p0 + n) * B] = x
+                done = p0 + n
+                loop.step()
+        if done == 0:
+            raise KeyboardInterrupt("cinn was interrupted before its first sample existed")
+        return out[:done * B].reshape(done, B, 1, *self.img_shape)
 
 
 def _repeat_cond(cond, P):

@@ -314,7 +314,7 @@ def _prepare(model: ConditionalNF, kspace, mask):
 @torch.no_grad()
 def cnf_sample(model: ConditionalNF, kspace: torch.Tensor, mask: torch.Tensor, n_samples: int = 1, *,
                generator=None, chunk: int = 32, data_consistency: bool = True, blowup: float = 1e3,
-               max_redraws: int = 10, progress: bool = False):
+               max_redraws: int = 10, progress: bool = False, max_time: float | None = None):
     """Draw posterior samples of the coil images (eq. 15).
 
     The conditioning network runs once per measurement; its features are broadcast to the ``P`` samples,
@@ -322,16 +322,22 @@ def cnf_sample(model: ConditionalNF, kspace: torch.Tensor, mask: torch.Tensor, n
     ``max |h(z)|`` exceeds ``blowup`` (normalised units, where the 95th percentile of the zero-filled RSS is
     1); such samples are redrawn (at most ``max_redraws`` rounds) and counted.
 
+    The chunks run in the samplers' loop (:class:`bayesmri.samplers.base.ChainLoop`, one step per chunk): its
+    progress bar, and a Ctrl-C or ``max_time`` stop that keeps the samples finished for every item of the
+    batch (``info["interrupted"]``; a stop before the first chunk re-raises ``KeyboardInterrupt``).
+
     Parameters
     ----------
     kspace : ``(B, C, H, W)`` complex; mask : 0/1 broadcasting to it.
 
     Returns
     -------
-    samples : ``(P, B, C, H, W)`` complex coil images in the scale of ``kspace``.
+    samples : ``(P, B, C, H, W)`` complex coil images in the scale of ``kspace`` (fewer than ``P`` when stopped).
     info : dict with ``redrawn`` (number of redrawn samples), ``scale`` ``(B,)``, ``cond_time`` and
-    ``flow_time`` (seconds).
+    ``flow_time`` (seconds), ``interrupted``.
     """
+    from ..samplers.base import ChainLoop
+
     if not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
     if not isinstance(chunk, int) or chunk < 1:
@@ -349,35 +355,38 @@ def cnf_sample(model: ConditionalNF, kspace: torch.Tensor, mask: torch.Tensor, n
     Bm = kspace.shape[0]
     out = torch.empty((n_samples, Bm, *kspace.shape[1:]), dtype=zf.dtype, device=dev)
     redrawn = 0
-    it = range(0, n_samples, chunk)
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(it, desc="cnf", total=math.ceil(n_samples / chunk))
-    t0 = time.perf_counter()
-    for b in range(Bm):
-        cb = [c[b : b + 1] for c in conds]
-        mb = m if m.shape[0] == 1 else m[b : b + 1]
-        for p0 in (it if b == 0 else range(0, n_samples, chunk)):
-            n = min(chunk, n_samples - p0)
-            cexp = [c.expand(n, *c.shape[1:]) for c in cb]
-            u = model.decode(model.base.sample(n, model.dim, generator=gen, device=dev), cexp)
-            for _ in range(max_redraws):
-                bad = ~torch.isfinite(u).flatten(1).all(1) | (u.abs().flatten(1).nan_to_num(float("inf")).amax(1) > blowup)
-                nb = int(bad.sum())
-                if nb == 0:
-                    break
-                redrawn += nb
-                u[bad] = model.decode(model.base.sample(nb, model.dim, generator=gen, device=dev),
-                                      [c[:nb] for c in cexp])
-            else:
-                warnings.warn(f"cnf: samples still blown up after {max_redraws} redraw rounds", RuntimeWarning)
-            x = channels_to_complex(u)
-            if data_consistency:
-                x = _project_null(x, mb) + zf_n[b : b + 1]
-            out[p0 : p0 + n, b] = x * scale[b]
-    _sync(dev)
-    return out, {"redrawn": redrawn, "scale": scale, "cond_time": t_cond, "flow_time": time.perf_counter() - t0}
+    done = 0  # samples finished for every item of the batch
+    with ChainLoop("cnf", progress, max_time, total=Bm * math.ceil(n_samples / chunk)) as loop:
+        for b in range(Bm):
+            cb = [c[b : b + 1] for c in conds]
+            mb = m if m.shape[0] == 1 else m[b : b + 1]
+            for p0 in range(0, n_samples, chunk):
+                n = min(chunk, n_samples - p0)
+                cexp = [c.expand(n, *c.shape[1:]) for c in cb]
+                u = model.decode(model.base.sample(n, model.dim, generator=gen, device=dev), cexp)
+                for _ in range(max_redraws):
+                    bad = ~torch.isfinite(u).flatten(1).all(1) | (u.abs().flatten(1).nan_to_num(float("inf")).amax(1) > blowup)
+                    nb = int(bad.sum())
+                    if nb == 0:
+                        break
+                    redrawn += nb
+                    u[bad] = model.decode(model.base.sample(nb, model.dim, generator=gen, device=dev),
+                                          [c[:nb] for c in cexp])
+                else:
+                    warnings.warn(f"cnf: samples still blown up after {max_redraws} redraw rounds", RuntimeWarning)
+                x = channels_to_complex(u)
+                if data_consistency:
+                    x = _project_null(x, mb) + zf_n[b : b + 1]
+                out[p0 : p0 + n, b] = x * scale[b]
+                done = p0 + n if b == Bm - 1 else 0
+                loop.step()
+        _sync(dev)  # inside the loop, so that its wall time includes the queued GPU work
+    if loop.interrupted:
+        if done == 0:
+            raise KeyboardInterrupt("cnf was interrupted before its first sample existed")
+        out = out[:done]
+    return out, {"redrawn": redrawn, "scale": scale, "cond_time": t_cond, "flow_time": loop.wall_time,
+                 "interrupted": loop.interrupted}
 
 
 def _sync(dev):

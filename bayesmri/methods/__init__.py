@@ -12,6 +12,9 @@ helpers that run and score them.
   :func:`prepare`;
 - :mod:`~bayesmri.methods.run`: :func:`run_method` over slices, :func:`evaluate`, :func:`schema_row`,
   :func:`calibration_numbers`, :func:`reference_image`.
+- :mod:`~bayesmri.methods.reconstruct`: ``recon`` end to end (one file, or one slice of a dataset run);
+  :mod:`~bayesmri.methods.outputs`: the files and ``metrics.json`` entry it writes;
+  :mod:`~bayesmri.methods.memory`: the chains' memory against the machine's (``--chunk``).
 
 Every method returns a :class:`~bayesmri.samplers.SamplerResult` with ``samples (P, H, W)`` for one slice;
 the sampling methods build it with :meth:`SamplerResult.from_samples` (the one posterior std).

@@ -23,7 +23,7 @@ __all__ = ["cinn_method"]
 
 @register_method("cinn", "conditional invertible network (Denker et al.): mean of P flow samples", stochastic=True)
 def cinn_method(sample, *, n_samples=1, generator=None, device="cpu", progress=False, weights=None,
-                maps="espirit", temperature=1.0, size_policy="kspace", data_consistency=None, **options):
+                maps="espirit", temperature=1.0, size_policy="kspace", data_consistency=None, chunk=None, **options):
     """Posterior samples from an MRI cINN, conditioned on the adjoint image ``A^H y``.
 
     Inversion layer: the sample's own adjoint (coil-combined zero-filled image ``S^H F^H P^T y`` for
@@ -58,6 +58,9 @@ def cinn_method(sample, *, n_samples=1, generator=None, device="cpu", progress=F
     demo's acquisitions (8 coils, GRO R = 4 / Poisson R = 8); ``cinn_mri64`` on single-coil
     magnitude images with ONE fixed random-column mask, so it is only in-distribution for that
     acquisition (``diagnostics["in_training_family"]``).
+
+    ``chunk``: invert at most this many samples at once (default all; the same samples, less memory). The
+    chunks run in the samplers' loop (progress, Ctrl-C: ``diagnostics["interrupted"]``).
     """
     check_method_options("cinn", options, ())
     check_size_policy(size_policy)
@@ -90,8 +93,9 @@ def cinn_method(sample, *, n_samples=1, generator=None, device="cpu", progress=F
             diag["resampled_from"] = [int(H), int(W)]
             diag["size_policy"] = plan
         g = as_generator(generator)
-        xs = net.sample(c.to(device), n_samples, generator=g, temperature=temp) * scale
+        xs = net.sample(c.to(device), n_samples, generator=g, temperature=temp, chunk=chunk, progress=progress) * scale
         P, B = xs.shape[:2]
+        diag["interrupted"] = P < n_samples
         xs = xs[:, :, 0].to(torch.complex64) * ph.to(torch.complex64)  # (P, B, h, w)
         if tuple(xs.shape[-2:]) != (H, W):
             xs = ifft2c(resize_centre(fft2c(xs), (H, W)))

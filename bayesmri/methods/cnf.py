@@ -100,7 +100,8 @@ def cnf_method(sample, *, n_samples=1, generator=None, device="cpu", progress=Fa
     else:
         imgs = torch.sqrt((xs.real**2 + xs.imag**2).sum(2)).to(xs.dtype)
     _sync(device)
-    return SamplerResult.from_samples(imgs[:, 0], nfe=int(n_samples) + 1, wall_time=time.perf_counter() - t0,
+    return SamplerResult.from_samples(imgs[:, 0], nfe=int(imgs.shape[0]) + 1, wall_time=time.perf_counter() - t0,
                                       diagnostics={"redrawn": info["redrawn"], "cond_time": info["cond_time"],
                                                    "flow_time": info["flow_time"], "combine": combine,
+                                                   "interrupted": info["interrupted"],
                                                    **({"size_policy": plan} if plan is not None else {})})

@@ -154,12 +154,12 @@ def test_interleaved_frames_calibrate_without_acs(tmp_path):
     """TSENSE: frames of R=2 without calibration lines have no fully sampled centre; their average does,
     so ESPIRiT works and CG-SENSE recovers the phantom (weighted by the coil gain ESPIRiT leaves in it)."""
     from bayesmri.methods import run_method
-    from bayesmri.commands.recon import load_h5
+    from bayesmri.data.recon_input import load_input
 
     path = generate(tmp_path / "tsense.h5", "-a", 2, "-w", 0, "-C")
     v = open_volume(path)
     assert v.calibration is not None and (np.abs(v.calibration).sum((1, 2)) > 0).all()
-    data = load_h5(path)
+    data = load_input(path)
     res = run_method("sense", data.samples)
     x, S = truth(path)
     Sw = np.einsum("dc,chw->dhw", v.whitening, S)
@@ -221,12 +221,12 @@ def test_zf_sense_tv_match_bart(files, a, noise):
     grid (their data scalings differ) are within 1 dB, ours not worse."""
     from bayesmri.bart import bart, bart_available
     from bayesmri.methods import run_method
-    from bayesmri.commands.recon import load_h5
+    from bayesmri.data.recon_input import load_input
 
     if not bart_available():
         pytest.skip("BART ('bart' binary) is not installed; .ci/run installs it")
     path = files[(a, noise)]
-    data = load_h5(path, maps=str(path))
+    data = load_input(path, maps=str(path))
     x = torch.from_numpy(truth(path)[0])[None].abs()
     s = data.samples[-1]  # the last frame: the other parity than frame 0 at R=2
     assert s.maps_source == "file"

@@ -107,6 +107,19 @@ def test_sampling_mean_std_and_reproducibility():
         m.sample(c, 0)
 
 
+
+def test_chunked_sampling_gives_the_same_samples_and_a_stop_keeps_the_finished_ones():
+    m = _perturb(_tiny("haar")).eval()
+    c = torch.randn(2, 2, 8, 8)
+    a = m.sample(c, 5, generator=3)
+    b = m.sample(c, 5, generator=3, chunk=2)  # the base samples are drawn before the chunks
+    assert b.shape == a.shape and torch.allclose(a, b, atol=1e-5)
+    cut = m.sample(c, 5, generator=3, chunk=2, max_time=0.0)  # the shared loop stops after one chunk
+    assert cut.shape == (2, 2, 1, 8, 8) and torch.equal(cut, b[:2])
+    with pytest.raises(ValueError):
+        m.sample(c, 2, chunk=0)
+
+
 def test_refinement_reduces_data_misfit():
     m = _perturb(_tiny("haar")).eval()
     A = torch.randn(20, 64, generator=torch.Generator().manual_seed(0)) / 8

@@ -92,6 +92,24 @@ def test_samples_are_data_consistent_and_redraws_counted(shift):
     assert info["redrawn"] == 6
 
 
+def test_sampling_runs_in_the_shared_loop_and_a_stop_keeps_the_finished_chunks():
+    torch.manual_seed(0)
+    m = _randomise(ConditionalNF(**TINY))
+    x, y, mask = _measurement()
+    y2 = torch.cat([y, 0.5 * y])  # two measurements: a sample is finished once it exists for both
+    full, info = cnf_sample(m, y2, mask, 5, generator=0, chunk=2)
+    assert full.shape[:2] == (5, 2) and info["interrupted"] is False and info["flow_time"] > 0
+    # max_time=0 stops after the first chunk (ChainLoop), whose draws are those of the full run
+    cut, info = cnf_sample(m, y2[:1], mask, 5, generator=0, chunk=2, max_time=0.0)
+    assert info["interrupted"] is True and cut.shape[0] == 2
+    ref, _ = cnf_sample(m, y2[:1], mask, 5, generator=0, chunk=2)
+    assert torch.equal(cut, ref[:2])
+    # two measurements run one after the other: a stop in the first one's chunks leaves no sample finished
+    # for both, which is an interrupt, not an empty result
+    with pytest.raises(KeyboardInterrupt):
+        cnf_sample(m, y2, mask, 5, generator=0, chunk=2, max_time=0.0)
+
+
 def test_log_posterior_and_map():
     torch.manual_seed(0)
     m = _randomise(ConditionalNF(**TINY), scale=0.2)
