@@ -35,7 +35,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 def pending() -> int | None:
-    """The first signal received under :func:`signals_as_interrupt`, or ``None``."""
+    """The first signal received inside the current :func:`signals_as_interrupt` block, or ``None``."""
     return _received[0] if _received else None
 
 
@@ -72,6 +72,9 @@ def signals_as_interrupt() -> Iterator[None]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        # a signal of a finished block must not stop later library calls of the same process
+        # (``raise_if_pending`` in the method loop)
+        _received.clear()
 
 
 @contextlib.contextmanager

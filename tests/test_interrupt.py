@@ -21,6 +21,8 @@ def test_signal_inside_deferred_block_is_raised_after_it_completes():
         assert getattr(e.value, "deferred", False)
         assert _interrupt.pending() == signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers restored
+    assert _interrupt.pending() is None  # and forgotten: a later library call in this process runs
+    _interrupt.raise_if_pending()
 
 
 def test_signal_during_commit_of_atomic_dir_still_commits_every_file(tmp_path, monkeypatch):
