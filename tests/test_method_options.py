@@ -1,4 +1,5 @@
 """``recon --opt/--prior/--list`` (bayesmri.options), the score-prior registry and the validated defaults."""
+import inspect
 import json
 import math
 
@@ -114,7 +115,13 @@ def test_option_parsing_and_checks():
         3, 0.5, 1e-3, True, False, None, "fit", "nan"]
     assert method_options("ula-annealed")["n_levels"] == DEFAULTS["ula-annealed"]["n_levels"]
     assert method_options("tv")["lam"] == 2e-3 and method_options("l1wav")["wavelet"] == "db4"
-    assert method_options("pogmdm-joint")["n_steps"] == 300  # METHOD_DEFAULTS over JointPoGMDM's
+    # the method's defaults win over JointPoGMDM's signature (n_steps 1000, final_denoise False)
+    from bayesmri.methods.pogmdm import METHOD_DEFAULTS as POGMDM_DEFAULTS
+    from bayesmri.samplers.pogmdm_joint import JointPoGMDM
+    sig = inspect.signature(JointPoGMDM).parameters
+    for key in ("n_steps", "final_denoise"):
+        assert POGMDM_DEFAULTS[key] != sig[key].default
+        assert method_options("pogmdm-joint")[key] == POGMDM_DEFAULTS[key]
     assert method_options("cinn")["temperature"] == 1.0  # from the signature
     assert check_options("pula", {"step": 1, "cg_iter": 20})["step"] == 1.0  # int for a float; number for "auto"
     for opts, needle in ((["n_levels=4.5"], "n_levels=4.5"), (["final_denoise=1"], "final_denoise"),

@@ -18,9 +18,11 @@ from .registry import register_method
 __all__ = ["pogmdm_joint_method", "METHOD_DEFAULTS", "PRESETS", "joint_prior"]
 
 _PRIOR_CACHE: dict = {}
-#: Defaults of ``pogmdm-joint`` over :class:`JointPoGMDM`'s (those of ``benchmarks/bench_pogmdm.py``,
-#: CPU-friendly; the paper's: ``n_steps=1000``, ``n_corrector=1``).
-METHOD_DEFAULTS = {"n_steps": 300, "zeta_start": 0.3, "n_corrector": 0, "mu": 1.0, "map_steps": 250}
+#: Defaults of ``pogmdm-joint`` over :class:`JointPoGMDM`'s (CPU-friendly; the paper's: ``n_steps=1000``,
+#: ``n_corrector=1``). 600 levels and the final Tweedie step were chosen on val slices at 224 px
+#: (``docs/pogmdm_native.md``, "Sampler settings").
+METHOD_DEFAULTS = {"n_steps": 600, "zeta_start": 0.3, "n_corrector": 0, "mu": 1.0, "map_steps": 250,
+                   "final_denoise": True}
 #: ``"demo"``: cheaper settings for ``bayesmri demo`` (its 5-minute budget on 2 CPU cores).
 PRESETS = {"demo": {"n_steps": 60, "map_steps": 10}}
 
