@@ -113,13 +113,15 @@ def check_options(name: str, options: dict) -> dict:
     return out
 
 
-def recon_options(name: str, *, weights=None, prior=None, opts=()) -> dict | None:
-    """The keyword options ``recon`` passes to method ``name`` for ``--weights``, ``--prior`` and ``--opt``.
+def recon_options(name: str, *, weights=None, prior=None, opts=(), preset: str | None = None) -> dict | None:
+    """The keyword options ``recon`` passes to method ``name`` for ``--preset``, ``--weights``, ``--prior`` and ``--opt``.
 
-    Checked before any compute: ``--prior`` only for a method that takes ``prior`` (the score samplers) and
+    ``--preset``: a named option set of the method (``register_method(..., presets=...)``, e.g. ``"calibrated"``),
+    under which ``--opt`` overrides single keys; a preset the method lacks is an :class:`OptionError` listing
+    its presets. Checked before any compute: ``--prior`` only for a method that takes ``prior`` (the score samplers) and
     only a known prior (:func:`bayesmri.priors.registry.check_prior`); ``--prior``/``--weights`` and the
     same key in ``--opt`` must not both be given. ``None`` when there is nothing to pass."""
-    out = parse_opts(name, opts)
+    out = {**_preset(name, preset), **parse_opts(name, opts)}
     for flag, key, value in (("--weights", "weights", weights), ("--prior", "prior", prior)):
         if value is None:
             continue
@@ -143,6 +145,18 @@ def recon_options(name: str, *, weights=None, prior=None, opts=()) -> dict | Non
             raise OptionError(f"method {name!r}: {exc}") from None
     out = check_options(name, out)
     return out or None
+
+
+def _preset(name: str, preset: str | None) -> dict:
+    """The options of ``preset`` for method ``name`` (``{}`` for ``None``)."""
+    from .methods import method_info
+
+    if preset is None:
+        return {}
+    presets = method_info(name).presets
+    if preset not in presets:
+        raise OptionError(f"method {name!r} has no preset {preset!r}; its presets: {', '.join(sorted(presets)) or 'none'}")
+    return dict(presets[preset])
 
 
 def format_method_list() -> str:

@@ -28,6 +28,9 @@ Examples::
 
 ``--prior pogmdm_mri``: the shipped PoGMDM, truths from its own unconditional sampler (nu = 0.01).
 ``final_denoise=both`` in a row scores the same chains without and with the final Tweedie step.
+``--truth-no-tweedie``: truths without the truth sampler's Tweedie step (draws of the prior smoothed to the
+truth sampler's ``sigma_min``); with the samplers' ``sigma_min`` equal and their own step off, truths and
+samples then come from the same smoothed density (``benchmarks/results/calibration.md`` section 5).
 """
 from __future__ import annotations
 
@@ -106,15 +109,16 @@ def parse_row(spec: str, base: dict):
 class LearnedTruths:
     """Truths from the learned prior's unconditional sampler (``sample_prior``, image mean from the weights)."""
 
-    def __init__(self, prior, shape, n_levels=100, device="cpu", sigma_max=10.0, sigma_min=0.01):
+    def __init__(self, prior, shape, n_levels=100, device="cpu", sigma_max=10.0, sigma_min=0.01, denoise_last=True):
         self.prior, self.shape, self.n_levels, self.device = prior, shape, n_levels, device
-        self.sigma_max, self.sigma_min = sigma_max, sigma_min
+        self.sigma_max, self.sigma_min, self.denoise_last = sigma_max, sigma_min, denoise_last
 
     def sample(self, n, generator=None):
         from bayesmri.samplers.learned import sample_prior
 
         return sample_prior(self.prior, n, self.shape, n_levels=self.n_levels, mean="prior", generator=generator,
-                            device=self.device, sigma_max=self.sigma_max, sigma_min=self.sigma_min)
+                            device=self.device, sigma_max=self.sigma_max, sigma_min=self.sigma_min,
+                            denoise_last=self.denoise_last)
 
 
 class PoGMDMPrior:
@@ -124,13 +128,14 @@ class PoGMDMPrior:
     image-mean conditioning) with the ``--truth-*`` settings.
     """
 
-    def __init__(self, name, shape, n_levels=100, sigma_max=10.0, sigma_min=0.01):
+    def __init__(self, name, shape, n_levels=100, sigma_max=10.0, sigma_min=0.01, denoise_last=True):
         from bayesmri.priors.pogmdm import load_pogmdm
 
         self.model = load_pogmdm(name).eval()
         for q in self.model.parameters():
             q.requires_grad_(False)
         self.shape, self.n_levels, self.sigma_max, self.sigma_min = shape, n_levels, sigma_max, sigma_min
+        self.denoise_last = denoise_last
 
     def score(self, x, sigma):
         with torch.no_grad():
@@ -140,7 +145,7 @@ class PoGMDMPrior:
         from bayesmri.samplers.learned import sample_prior
 
         return sample_prior(self, n, self.shape, n_levels=self.n_levels, generator=generator,
-                            sigma_max=self.sigma_max, sigma_min=self.sigma_min)
+                            sigma_max=self.sigma_max, sigma_min=self.sigma_min, denoise_last=self.denoise_last)
 
 
 def problem(args):
@@ -156,10 +161,10 @@ def problem(args):
     mask = make_mask("gro", (H, W), 4).to(args.device)
     op = RealInput(MultiCoilMRI(maps, mask))
     if args.prior.startswith("pogmdm"):
-        pp = PoGMDMPrior(args.prior, (H, W), args.truth_levels, args.truth_sigma[0], args.truth_sigma[1])
+        pp = PoGMDMPrior(args.prior, (H, W), args.truth_levels, *args.truth_sigma, not args.truth_no_tweedie)
         return pp, pp, op, 0.01 if args.noise is None else args.noise, POGMDM_BASE, list(POGMDM_BASE)
     sp = load_default_score_prior(args.prior, device=args.device)
-    truths = LearnedTruths(sp, (H, W), args.truth_levels, args.device, *args.truth_sigma)
+    truths = LearnedTruths(sp, (H, W), args.truth_levels, args.device, *args.truth_sigma, not args.truth_no_tweedie)
     return truths, sp, op, 0.05 if args.noise is None else args.noise, LEARNED_BASE, LEARNED_ROWS
 
 
@@ -265,6 +270,9 @@ def main(argv=None):
     ap.add_argument("--truth-levels", type=int, default=100, help="levels of the learned prior's truth sampler")
     ap.add_argument("--truth-sigma", type=float, nargs=2, default=(10.0, 0.01), metavar=("MAX", "MIN"),
                     help="noise range of the truth sampler (its last step is Tweedie at MIN; default 10 0.01)")
+    ap.add_argument("--truth-no-tweedie", action="store_true",
+                    help="truths keep the noise of the truth sampler's last level (no Tweedie step): draws of the "
+                         "prior smoothed to MIN, the density a sampler without its own Tweedie step targets")
     ap.add_argument("--subspace", action="store_true",
                     help="with --test-split: std ratios on the measured and the unmeasured k-space columns")
     ap.add_argument("--split", default="test", choices=("test", "val"), help="built-in split for --test-split")

@@ -226,3 +226,34 @@ def test_pogmdm_lipschitz_bound_holds_and_networks_keep_one():
         assert kappa > 1
     assert ScorePrior(w, scale=2.0).lipschitz_factor(1.0) == pytest.approx(w.lipschitz_factor(0.5))
     assert ScorePrior(tiny_net()).lipschitz_factor(0.3) == 1.0
+
+
+def test_calibrated_preset_resolves_to_its_options_and_opt_overrides():
+    from bayesmri.methods.diffusion import PRESETS
+
+    for m in ("pula", "score-mri"):
+        want = PRESETS[m]["calibrated"]
+        got = recon_options(m, preset="calibrated")
+        assert got == check_options(m, dict(want)) and got["final_denoise"] is False and got["sigma_min"] == 0.01
+        assert recon_options(m, preset="calibrated", opts=["final_denoise=true"])["final_denoise"] is True
+        assert set(got) <= set(method_options(m))  # every preset key is an option the method takes
+    assert recon_options("score-mri", preset="calibrated")["likelihood"] == "annealed"
+    assert recon_options("score-mri", opts=["n_levels=40"]) == {"n_levels": 40}  # no preset: --opt only
+    with pytest.raises(OptionError, match="no preset 'calibrated'; its presets: none"):
+        recon_options("tv", preset="calibrated")
+    with pytest.raises(OptionError, match="its presets: bench, calibrated, demo"):
+        recon_options("pula", preset="nosuch")
+
+
+def test_recon_preset_reaches_the_sampler(sim64, tmp_path):
+    # --preset calibrated (Score-MRI, shortened by --opt) is what the sampler runs: metrics.json records the
+    # resolved options, and a method without the preset is a one-line error that writes nothing
+    out = tmp_path / "cal"
+    r = cli("recon", sim64, "--method", "score-mri", "--preset", "calibrated", "--opt", "n_levels=6", "--samples", "2",
+            "--out", out, "--no-progress", timeout=600)
+    assert r.returncode == 0, r.stderr
+    text = (out / "metrics.json").read_text()
+    assert '"likelihood": "annealed"' in text and '"final_denoise": false' in text and '"n_levels": 6' in text
+    one_line_error(cli("recon", sim64, "--method", "tv", "--preset", "calibrated", "--out", tmp_path / "tv",
+                       "--no-progress"), "'tv'", "no preset 'calibrated'")
+    assert not (tmp_path / "tv").exists()

@@ -100,6 +100,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--opt", action="append", default=None, metavar="KEY=VALUE",
                         help="a method option, e.g. --opt n_levels=40 --opt step=0.5 (repeatable; values are "
                              "int/float/true/false/none or text); --list shows each method's options and defaults")
+    parser.add_argument("--preset", default=None, metavar="NAME",
+                        help="a named option set of the method, e.g. 'calibrated' (pula, score-mri: the settings that "
+                             "pass simulation-based calibration, docs/uncertainty.md) or 'demo'; --opt overrides its keys; "
+                             "--list shows each method's presets")
     parser.add_argument("--list", action="store_true",
                         help="list the methods, the score priors and each method's options with defaults, and exit")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads, at most the number of cores (default: 1)")
@@ -144,11 +148,11 @@ def _retrospective_mask(args):
 
 
 def _method_options(args) -> dict | None:
-    """The method's keyword options from ``--weights``, ``--prior`` and ``--opt`` (checked, :mod:`bayesmri.options`)."""
+    """The method's keyword options from ``--preset``, ``--weights``, ``--prior`` and ``--opt`` (checked, :mod:`bayesmri.options`)."""
     from ..options import recon_options
 
     return recon_options(args.method, weights=getattr(args, "weights", None), prior=getattr(args, "prior", None),
-                         opts=getattr(args, "opt", None))
+                         opts=getattr(args, "opt", None), preset=getattr(args, "preset", None))
 
 
 def run(args) -> int:
