@@ -140,14 +140,16 @@ def tune_lambda(cache, args, method, size, coils, pattern, R):
 
 
 def parse_opts(items) -> dict:
+    from bayesmri.options import parse_value
+
     out: dict[str, dict] = {}
     for it in items or []:
         meth, kv = it.split(":", 1)
         k, v = kv.split("=", 1)
-        try:
+        try:  # JSON first, so that a quoted value ('prior="score_native"') stays a string
             v = json.loads(v)
         except json.JSONDecodeError:
-            pass
+            v = parse_value(v)  # recon --opt's rules: True/False/None in any case, numbers, else text
         out.setdefault(meth, {})[k] = v
     return out
 
