@@ -1,7 +1,8 @@
 """Speed at real sizes (issue 23): bayesmri against BART and against its own FFTs / network, side by side.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_speed.py [--sections sense,poisson,espirit,recon,samplers]
-        [--sizes 128x8,320x16] [--recon-iters 30,200] [--P 8] [--levels 1,3] [--out benchmarks/results/speed.md]
+        [--sizes 128x8,320x16] [--recon-iters 30,200] [--recon-methods tv,l1-wavelet] [--lam-factors 0.0625,...,1 | a:b:n]
+        [--no-recon-timing] [--P 8] [--levels 1,3] [--out benchmarks/results/speed.md]
 
 Every number is measured in this one process (BART as a child process), one thread, and the ratios
 compare timings taken in the same run, interleaved. The machine is shared, so the primary measure is
@@ -106,6 +107,14 @@ def from_bart(a: np.ndarray, H: int, W: int) -> torch.Tensor:
 
 def parse_sizes(s: str):
     return [tuple(int(v) for v in item.split("x")) for item in s.split(",")]
+
+
+def parse_factors(s: str) -> tuple[float, ...]:
+    """``"0.0625,0.125"`` or ``"a:b:n"`` (n log-spaced values from a to b), sorted."""
+    if ":" in s:
+        a, b, n = s.split(":")
+        return tuple(sorted(float(v) for v in np.geomspace(float(a), float(b), int(n))))
+    return tuple(sorted(float(v) for v in s.split(",")))
 
 
 def phantom(N: int) -> torch.Tensor:
@@ -220,16 +229,20 @@ def bench_espirit(repeats, have_bart, N=320, C=16):
 
 
 # ----------------------------------------------------------------------------------------------------
-def bench_recon(sizes, iters_list, repeats, have_bart, lam_rel=1e-3, lam_grid=(0.0625, 0.125, 0.25, 0.5, 1.0)):
+def bench_recon(sizes, iters_list, repeats, have_bart, lam_rel=1e-3, lam_grid=(0.0625, 0.125, 0.25, 0.5, 1.0),
+                methods=("tv", "l1-wavelet"), timing=True):
+    """Timing at the common lambda (``timing``) and PSNR over ``lam_grid`` x that lambda, each toolkit at its best."""
     from bayesmri.recon import l1_wavelet_recon, tv_recon
 
     out(f"\n## TV and l1-wavelet against `bart pics`, lam = {lam_rel:g} max|y| (CPU s, 1 thread; PSNR dB of |x| against the truth)\n")
     if not have_bart:
         out("BART not installed: no comparison.")
         return
-    best_rows = []
-    out("| size | method | A^H A budget | bayesmri CPU | bart CPU | ratio | (wall ratio) | PSNR ours | PSNR bart |")
-    out("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    best_rows, curves = [], []
+    if timing:
+        out("| size | method | A^H A budget | bayesmri CPU | bart CPU | ratio | (wall ratio) | PSNR ours | PSNR bart |")
+        out("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    K = max(iters_list)
     for N, C in sizes:
         s, mask = simulated(N, C)
         maps = s.maps_true  # the simulation's: the model is exact, ESPIRiT is benchmarked on its own
@@ -245,26 +258,25 @@ def bench_recon(sizes, iters_list, repeats, have_bart, lam_rel=1e-3, lam_grid=(0
             def psnr(x):
                 return float(10 * torch.log10(mag.max() ** 2 / ((x.abs() - mag) ** 2).mean()))
 
-            for K in iters_list:
-                for name, reg, fn, kw in [
-                    ("TV", f"T:3:0:{lam:g}", tv_recon, dict(max_iter=max(1, K // 5), cg_iter=5)),
-                    ("l1-wavelet", f"W:3:0:{lam:g}", l1_wavelet_recon, dict(max_iter=K, wavelet="db2")),
-                ]:
-                    cmd = ["bart", "pics", "-w", "1", "-S", "-i", str(K), "-R", reg, "ku", "maps", "x"]
+            def setups(K):
+                return [(name, reg, fn, kw) for name, reg, fn, kw in [
+                    ("TV", "T:3:0", tv_recon, dict(max_iter=max(1, K // 5), cg_iter=5)),
+                    ("l1-wavelet", "W:3:0", l1_wavelet_recon, dict(max_iter=K, wavelet="db2")),
+                ] if name.lower() in methods]
+
+            for Ki in iters_list if timing else []:
+                for name, reg, fn, kw in setups(Ki):
+                    cmd = ["bart", "pics", "-w", "1", "-S", "-i", str(Ki), "-R", f"{reg}:{lam:g}", "ku", "maps", "x"]
                     reps = max(1, repeats // 2)
                     c_b, w_b = child_cpu_wall(cmd, reps, tmp)
                     xb = torch.from_numpy(np.ascontiguousarray(readcfl(Path(tmp) / "x").reshape(N, N)))[None]
                     c_o, w_o = cpu_wall(lambda: fn(op, y, lam, **kw), reps)
                     xo = fn(op, y, lam, **kw)
-                    out(f"| {N}x{N}x{C} | {name} | {K} | {c_o:.3f} | {c_b:.3f} | **{c_o / c_b:.2f}** | {w_o / w_b:.2f} | "
+                    out(f"| {N}x{N}x{C} | {name} | {Ki} | {c_o:.3f} | {c_b:.3f} | **{c_o / c_b:.2f}** | {w_o / w_b:.2f} | "
                         f"{psnr(xo):.2f} | {psnr(xb):.2f} |")
             # Quality at each toolkit's best lambda: the wavelet transforms differ (ptwt boundary wavelets
             # and depth vs BART's), so one lambda is not the same regularisation strength for both.
-            K = max(iters_list)
-            for name, reg, fn, kw in [
-                ("TV", "T:3:0", tv_recon, dict(max_iter=max(1, K // 5), cg_iter=5)),
-                ("l1-wavelet", "W:3:0", l1_wavelet_recon, dict(max_iter=K, wavelet="db2")),
-            ]:
+            for name, reg, fn, kw in setups(K):
                 p_o, p_b = {}, {}
                 for f in lam_grid:
                     lam_f = f * lam
@@ -272,15 +284,23 @@ def bench_recon(sizes, iters_list, repeats, have_bart, lam_rel=1e-3, lam_grid=(0
                                    cwd=tmp, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
                     p_b[f] = psnr(torch.from_numpy(np.ascontiguousarray(readcfl(Path(tmp) / "x").reshape(N, N)))[None])
                     p_o[f] = psnr(fn(op, y, lam_f, **kw))
+                    print(f"  {N}x{N}x{C} {name} x{f:g}: ours {p_o[f]:.2f} dB, bart {p_b[f]:.2f} dB", flush=True)
                 fo, fb = max(p_o, key=p_o.get), max(p_b, key=p_b.get)
-                best_rows.append(f"| {N}x{N}x{C} | {name} | {K} | {p_o[fo]:.2f} (x{fo:g}) | {p_b[fb]:.2f} (x{fb:g}) | "
-                                 f"**{p_o[fo] - p_b[fb]:+.2f}** |")
+                edge = lambda f: " (grid edge)" if f in (min(lam_grid), max(lam_grid)) else ""  # noqa: E731
+                best_rows.append(f"| {N}x{N}x{C} | {name} | {K} | {p_o[fo]:.2f} (x{fo:g}{edge(fo)}) | "
+                                 f"{p_b[fb]:.2f} (x{fb:g}{edge(fb)}) | **{p_o[fo] - p_b[fb]:+.2f}** |")
+                curves.append((f"{N}x{N}x{C}", name, p_o, p_b))
     out(f"\nBest PSNR over lam in {{{', '.join(f'{f:g}' for f in lam_grid)}}} x the lam above, each toolkit at its own "
-        f"best, {max(iters_list)} A^H A:\n")
+        f"best, {K} A^H A:\n")
     out("| size | method | A^H A budget | PSNR ours (lam factor) | PSNR bart (lam factor) | ours - bart (dB) |")
     out("|---|---|---:|---:|---:|---:|")
     for line in best_rows:
         out(line)
+    out(f"\nPSNR (dB) against the lam factor, {K} A^H A (ours / bart):\n")
+    out("| size | method | " + " | ".join(f"x{f:g}" for f in lam_grid) + " |")
+    out("|---|---|" + "---:|" * len(lam_grid))
+    for size, name, p_o, p_b in curves:
+        out(f"| {size} | {name} | " + " | ".join(f"{p_o[f]:.2f} / {p_b[f]:.2f}" for f in lam_grid) + " |")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -361,6 +381,12 @@ def main(argv=None) -> int:
     ap.add_argument("--P", type=int, default=8)
     ap.add_argument("--levels", default="1,3")
     ap.add_argument("--methods", default="pula,score-mri,ula-annealed")
+    ap.add_argument("--recon-methods", default="tv,l1-wavelet", help="recon section: comma list of tv, l1-wavelet")
+    ap.add_argument("--lam-factors", default="0.0625,0.125,0.25,0.5,1",
+                    help="recon section: lambda grid (factors of 0.001 max|y|) for the best-lambda PSNR table; "
+                         "'a:b:n' is n log-spaced factors from a to b")
+    ap.add_argument("--recon-timing", action=argparse.BooleanOptionalAction, default=True,
+                    help="recon section: time both toolkits at the common lambda (--no-recon-timing: PSNR grid only)")
     ap.add_argument("--out", type=Path, default=None, help="also write the tables (markdown) here")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -379,7 +405,9 @@ def main(argv=None) -> int:
     if "espirit" in sections:
         bench_espirit(max(1, a.repeats // 2), have_bart)
     if "recon" in sections:
-        bench_recon(sizes, [int(v) for v in a.recon_iters.split(",")], a.repeats, have_bart)
+        bench_recon(sizes, [int(v) for v in a.recon_iters.split(",")], a.repeats, have_bart,
+                    lam_grid=parse_factors(a.lam_factors), methods=tuple(a.recon_methods.split(",")),
+                    timing=a.recon_timing)
     if "samplers" in sections:
         bench_samplers(a.P, [int(v) for v in a.levels.split(",")], a.methods.split(","))
     load = os.getloadavg()
