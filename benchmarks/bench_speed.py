@@ -230,7 +230,7 @@ def bench_espirit(repeats, have_bart, N=320, C=16):
 
 # ----------------------------------------------------------------------------------------------------
 def bench_recon(sizes, iters_list, repeats, have_bart, lam_rel=1e-3, lam_grid=(0.0625, 0.125, 0.25, 0.5, 1.0),
-                methods=("tv", "l1-wavelet"), timing=True):
+                methods=("tv", "l1-wavelet"), timing=True, draws=1):
     """Timing at the common lambda (``timing``) and PSNR over ``lam_grid`` x that lambda, each toolkit at its best."""
     from bayesmri.recon import l1_wavelet_recon, tv_recon
 
@@ -276,27 +276,48 @@ def bench_recon(sizes, iters_list, repeats, have_bart, lam_rel=1e-3, lam_grid=(0
                         f"{psnr(xo):.2f} | {psnr(xb):.2f} |")
             # Quality at each toolkit's best lambda: the wavelet transforms differ (ptwt boundary wavelets
             # and depth vs BART's), so one lambda is not the same regularisation strength for both.
+            # Cycle spinning makes one run a random draw (BART's shift sequence has a fixed seed), so each
+            # lambda runs on `draws` circularly shifted copies of the problem (draw 0: unshifted).
             for name, reg, fn, kw in setups(K):
-                p_o, p_b = {}, {}
-                for f in lam_grid:
-                    lam_f = f * lam
-                    subprocess.run(["bart", "pics", "-w", "1", "-S", "-i", str(K), "-R", f"{reg}:{lam_f:g}", "ku", "maps", "x"],
-                                   cwd=tmp, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-                    p_b[f] = psnr(torch.from_numpy(np.ascontiguousarray(readcfl(Path(tmp) / "x").reshape(N, N)))[None])
-                    p_o[f] = psnr(fn(op, y, lam_f, **kw))
-                    print(f"  {N}x{N}x{C} {name} x{f:g}: ours {p_o[f]:.2f} dB, bart {p_b[f]:.2f} dB", flush=True)
-                fo, fb = max(p_o, key=p_o.get), max(p_b, key=p_b.get)
-                edge = lambda f: " (grid edge)" if f in (min(lam_grid), max(lam_grid)) else ""  # noqa: E731
-                best_rows.append(f"| {N}x{N}x{C} | {name} | {K} | {p_o[fo]:.2f} (x{fo:g}{edge(fo)}) | "
-                                 f"{p_b[fb]:.2f} (x{fb:g}{edge(fb)}) | **{p_o[fo] - p_b[fb]:+.2f}** |")
-                curves.append((f"{N}x{N}x{C}", name, p_o, p_b))
+                p_o, p_b = {f: [] for f in lam_grid}, {f: [] for f in lam_grid}
+                for d in range(draws):
+                    sh = [0, 0] if d == 0 else torch.randint(0, N, (2,), generator=torch.Generator().manual_seed(d)).tolist()
+                    ku_d = fft2c(torch.roll(ifft2c(s.kspace), sh, dims=(-2, -1))) * mask
+                    maps_d = torch.roll(maps, sh, dims=(-2, -1))
+                    writecfl(Path(tmp) / "kud", to_bart(ku_d))
+                    writecfl(Path(tmp) / "mapsd", to_bart(maps_d))
+                    op_d = MultiCoilMRI(maps_d[None], mask)
+                    y_d = op_d.mask * ku_d[None]
+
+                    def psnr_d(x):
+                        return psnr(torch.roll(x, [-sh[0], -sh[1]], dims=(-2, -1)))
+
+                    for f in lam_grid:
+                        lam_f = f * lam
+                        subprocess.run(["bart", "pics", "-w", "1", "-S", "-i", str(K), "-R", f"{reg}:{lam_f:g}", "kud", "mapsd", "x"],
+                                       cwd=tmp, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                        p_b[f].append(psnr_d(torch.from_numpy(np.ascontiguousarray(readcfl(Path(tmp) / "x").reshape(N, N)))[None]))
+                        p_o[f].append(psnr_d(fn(op_d, y_d, lam_f, **kw)))
+                        print(f"  {N}x{N}x{C} {name} shift {sh} x{f:g}: ours {p_o[f][-1]:.2f} dB, bart {p_b[f][-1]:.2f} dB", flush=True)
+                m_o = {f: float(np.mean(v)) for f, v in p_o.items()}
+                m_b = {f: float(np.mean(v)) for f, v in p_b.items()}
+                fo, fb = max(m_o, key=m_o.get), max(m_b, key=m_b.get)
+
+                def cell(m, p, f):
+                    edge = " grid edge" if f in (min(lam_grid), max(lam_grid)) else ""
+                    sd = f" +- {np.std(p[f], ddof=1):.2f}" if draws > 1 else ""
+                    return f"{m[f]:.2f}{sd} (x{f:g}{edge})"
+
+                best_rows.append(f"| {N}x{N}x{C} | {name} | {K} | {draws} | {cell(m_o, p_o, fo)} | {cell(m_b, p_b, fb)} | "
+                                 f"**{m_o[fo] - m_b[fb]:+.2f}** |")
+                curves.append((f"{N}x{N}x{C}", name, m_o, m_b))
     out(f"\nBest PSNR over lam in {{{', '.join(f'{f:g}' for f in lam_grid)}}} x the lam above, each toolkit at its own "
-        f"best, {K} A^H A:\n")
-    out("| size | method | A^H A budget | PSNR ours (lam factor) | PSNR bart (lam factor) | ours - bart (dB) |")
-    out("|---|---|---:|---:|---:|---:|")
+        f"best, {K} A^H A; mean (+- sd) over {draws} circularly shifted copies of the problem:\n")
+    out("| size | method | A^H A budget | draws | PSNR ours (lam factor) | PSNR bart (lam factor) | ours - bart (dB) |")
+    out("|---|---|---:|---:|---:|---:|---:|")
     for line in best_rows:
         out(line)
-    out(f"\nPSNR (dB) against the lam factor, {K} A^H A (ours / bart):\n")
+    out(f"\nPSNR (dB, mean over the draws) against the lam factor, {K} A^H A (ours / bart):\n")
     out("| size | method | " + " | ".join(f"x{f:g}" for f in lam_grid) + " |")
     out("|---|---|" + "---:|" * len(lam_grid))
     for size, name, p_o, p_b in curves:
@@ -387,6 +408,9 @@ def main(argv=None) -> int:
                          "'a:b:n' is n log-spaced factors from a to b")
     ap.add_argument("--recon-timing", action=argparse.BooleanOptionalAction, default=True,
                     help="recon section: time both toolkits at the common lambda (--no-recon-timing: PSNR grid only)")
+    ap.add_argument("--draws", type=int, default=1,
+                    help="recon section: run the lambda grid on this many circularly shifted copies of the problem "
+                         "(cycle spinning makes each run a random draw) and report mean +- sd")
     ap.add_argument("--out", type=Path, default=None, help="also write the tables (markdown) here")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -407,7 +431,7 @@ def main(argv=None) -> int:
     if "recon" in sections:
         bench_recon(sizes, [int(v) for v in a.recon_iters.split(",")], a.repeats, have_bart,
                     lam_grid=parse_factors(a.lam_factors), methods=tuple(a.recon_methods.split(",")),
-                    timing=a.recon_timing)
+                    timing=a.recon_timing, draws=a.draws)
     if "samplers" in sections:
         bench_samplers(a.P, [int(v) for v in a.levels.split(",")], a.methods.split(","))
     load = os.getloadavg()
