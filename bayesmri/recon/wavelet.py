@@ -6,7 +6,9 @@ Problem (complex images ``x: (B, H, W)``, any linear forward model ``A``)::
 
 ``W`` is an orthogonal 2-D wavelet transform (:class:`bayesmri.recon.prox.WaveletTransform`, ptwt
 boundary wavelets) applied to real and imaginary parts; the coarsest approximation band is not
-penalised (as in BART's ``pics -R W``), and the l1 norm is taken on complex magnitudes. Because ``W`` is
+penalised (BART's ``pics -R W`` thresholds it too, with its redundant symmetric-extension transform;
+at the PSNR-best lambdas this changes nothing measurable, docs/speed.md), and the l1 norm is taken on
+complex magnitudes. Because ``W`` is
 orthogonal the prox is exact: ``W^T soft(W x, t)``.
 
 Algorithm: FISTA (Beck & Teboulle 2009) with step ``1 / ||A||^2`` (power iteration), by default in

@@ -89,3 +89,25 @@ def test_l1_wavelet_within_1db_of_bart_pics(problem):
         _ours_best(problem, l1_wavelet_recon, [3e-4, 1e-3, 3e-3], wavelet="db2", max_iter=100),
     )
     assert best_ours >= best_bart - 1.0
+
+
+
+def test_l1_wavelet_same_lambda_within_0p3db_of_bart_pics(problem):
+    """Same lambda units (``pics -w 1``), a grid that brackets both optima, 200 iterations each.
+
+    Cycle spinning makes one run a random draw (0.1-0.4 dB between shift seeds here; BART's shift
+    sequence has a fixed seed), so ours is judged by its mean over three seeds. Measured: ours 44.08
+    (x0.35), BART 44.03 dB (x0.35). docs/speed.md: the 0.64 dB gap reported at 320 px was an artefact of
+    a grid whose smallest lambda was above both optima.
+    """
+    op, y = problem["op"], problem["y"]
+    lam0 = 1e-3 * float(y.abs().max())
+    factors = (0.25, 0.35, 0.5)
+    ours, theirs = {}, {}
+    for f in factors:
+        ours[f] = np.mean([psnr(l1_wavelet_recon(op, y, f * lam0, wavelet="db2", max_iter=200, generator=seed),
+                                problem["x_true"]) for seed in range(3)])
+        xb = bart(f"pics -w 1 -S -i 200 -R W:3:0:{f * lam0:g}", problem["ku"], problem["maps"])
+        theirs[f] = psnr(torch.from_numpy(np.ascontiguousarray(xb.reshape(N, N)))[None], problem["x_true"])
+    print({f: (round(float(ours[f]), 2), round(theirs[f], 2)) for f in factors})
+    assert max(ours.values()) >= max(theirs.values()) - 0.3
