@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/bench_speed.py [--sections sense,poisson,espirit,recon,samplers]
         [--sizes 128x8,320x16] [--recon-iters 30,200] [--recon-methods tv,l1-wavelet] [--lam-factors 0.0625,...,1 | a:b:n]
-        [--no-recon-timing] [--P 8] [--levels 1,3] [--out benchmarks/results/speed.md]
+        [--no-recon-timing] [--draws 4] [--P 8] [--levels 1,3] [--out benchmarks/results/speed.md]
 
 Every number is measured in this one process (BART as a child process), one thread, and the ratios
 compare timings taken in the same run, interleaved. The machine is shared, so the primary measure is
