@@ -127,24 +127,21 @@ def tune_lambda(cache, args, method, size, coils, pattern, R):
     key = f"lam|{method}|{size}|{coils}|{pattern}{R:g}"
     if cache.get(key) is None:
         vals = pick_slices("val", args.val_slices, None)
-        scores = {}
-        for lam in LAMBDA_GRID:
+
+        def val_psnr(lam):
             ps = []
             for i, img in vals:
                 s = simulate(img, size, coils, pattern, R, args.snr, f"val|{i}|{size}|{coils}|{pattern}{R}")
                 ps.append(run_unit(method, s, args, None, {}, lam)["psnr"])
-            scores[str(lam)] = float(np.mean(ps))
-        grid = list(LAMBDA_GRID)
-        while max(scores, key=scores.get) == str(grid[0]) and grid[0] > 1e-6:
-            # the best is the grid's smallest (more coils or less noise): look below it, so that the
-            # classical rows are at their optimum and not at the grid's edge
-            lam = float(f"{grid[0] / 3 if f'{grid[0]:.0e}'.startswith('3') else grid[0] * 0.3:.1g}")  # 3e-4, 1e-4, 3e-5
-            grid.insert(0, lam)
-            ps = []
-            for i, img in vals:
-                s = simulate(img, size, coils, pattern, R, args.snr, f"val|{i}|{size}|{coils}|{pattern}{R}")
-                ps.append(run_unit(method, s, args, None, {}, lam)["psnr"])
-            scores[str(lam)] = float(np.mean(ps))
+            return float(np.mean(ps))
+
+        scores = {str(lam): val_psnr(lam) for lam in LAMBDA_GRID}
+        lam = min(LAMBDA_GRID)
+        while max(scores, key=scores.get) == str(lam) and lam > 1e-6:
+            # the best is the grid's smallest (more coils or less noise): look below it (3e-4, 1e-4, 3e-5 ...),
+            # so that the classical rows are at their optimum and not at the grid's edge
+            lam = float(f"{lam / 3 if f'{lam:.0e}'.startswith('3') else lam * 0.3:.1g}")
+            scores[str(lam)] = val_psnr(lam)
         best = max(scores, key=scores.get)
         cache.put(key, {"lam": float(best), "val_psnr": scores})
     return cache.get(key)["lam"]
