@@ -22,6 +22,8 @@ CLI: ``bayesmri train pogmdm --out runs/pogmdm --steps 2000 --batch-size 16 --lr
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -150,36 +152,80 @@ class PoGMDMLoss:
         return loss, {"sigma": float(sigma)}
 
 
+def _filter_keys(n_shears: int, lowpass: bool) -> list:
+    """``(cone, band, shear)`` of each filter of a :class:`~bayesmri.priors.pogmdm.PoGMDM`, in its order
+    (vertical then horizontal cone; coarse then fine band; shears ``-n_shears//2 .. n_shears//2``; low-pass last)."""
+    ns = n_shears // 2
+    keys = [(c, b, s) for c in range(2) for b in range(2) for s in range(-ns, ns + 1)]
+    return keys + ([("lowpass", None, None)] if lowpass else [])
+
+
 def _warm_start(model, path) -> None:
-    """Copy parameters from a safetensors file; experts present in both models are copied row-wise
-    (e.g. a 20-expert model into a 21-expert one whose low-pass expert keeps its initialisation)."""
+    """Copy parameters from a safetensors file (its JSON config beside it, if any, gives its ``n_shears``).
+
+    Shared parameters (``h``, ``P``) are copied. Per-expert parameters (``gamma``, ``w_half``) are copied
+    expert by expert: an expert missing from the source (the low-pass expert of a 20-expert model, or a
+    shear beyond the source's range when ``n_shears`` grows) starts from the source expert of the same
+    cone and band with the nearest shear, its ``gamma`` rescaled so that its peak response ``gamma eta``
+    equals that expert's; without a source expert of its kind it keeps its initialisation.
+    """
     from safetensors.torch import load_file
 
     src = load_file(str(path))
+    cfg_path = Path(str(path)).with_suffix(".json")
+    src_cfg = json.loads(cfg_path.read_text()).get("config", {}) if cfg_path.is_file() else {}
+    src_ns = int(src_cfg.get("n_shears", model.config["n_shears"]))
+    src_lp = src["gamma"].shape[0] > 4 * src_ns if "gamma" in src else model.lowpass_expert
+    dst_keys = _filter_keys(model.config["n_shears"], model.lowpass_expert)
+    src_keys = _filter_keys(src_ns, src_lp)
+    if "gamma" in src and src["gamma"].shape[0] != len(src_keys):
+        raise ValueError(f"cannot warm-start from {path}: {src['gamma'].shape[0]} experts do not match "
+                         f"n_shears={src_ns}")
+    # destination expert -> (source expert, whether it is the same filter)
+    mapping = []
+    for key in dst_keys:
+        if key in src_keys:
+            mapping.append((src_keys.index(key), True))
+            continue
+        c, b, s = key
+        cands = [(abs(k[2] - s), i) for i, k in enumerate(src_keys) if k[0] == c and k[1] == b and c != "lowpass"]
+        mapping.append((min(cands)[1], False) if cands else (None, False))
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name not in src:
+        for name in ("h", "P"):
+            if name in src:
+                p = getattr(model, name)
+                if src[name].shape != p.shape:
+                    raise ValueError(f"cannot warm-start {name}: shape {tuple(src[name].shape)} vs {tuple(p.shape)}")
+                p.copy_(src[name].to(p.dtype))
+        model.clear_cache()
+        eta = model.filter_spectra(64, 64).abs().flatten(1).amax(1).float()
+        for j, (i, same) in enumerate(mapping):
+            if i is None:
                 continue
-            v = src[name].to(p.dtype)
-            if v.shape == p.shape:
-                p.copy_(v)
-            elif v.ndim >= 1 and v.shape[1:] == p.shape[1:] and v.shape[0] < p.shape[0]:
-                p[: v.shape[0]].copy_(v)
-            else:
-                raise ValueError(f"cannot warm-start {name}: shape {tuple(v.shape)} vs {tuple(p.shape)}")
+            if "w_half" in src:
+                if src["w_half"].shape[1:] != model.w_half.shape[1:]:
+                    raise ValueError(f"cannot warm-start w_half: shape {tuple(src['w_half'].shape)} vs "
+                                     f"{tuple(model.w_half.shape)}")
+                model.w_half[j].copy_(src["w_half"][i])
+            if "gamma" in src:
+                g = float(src["gamma"][i])
+                if not same and src_keys[i] in dst_keys:  # the same peak response as the copied expert
+                    g *= float(eta[dst_keys.index(src_keys[i])] / eta[j])
+                model.gamma[j] = g
     model.project()
 
 
 def train_pogmdm(out_dir, steps: int = 2000, batch_size: int = 16, patch: int = 64, lr: float = 5e-3,
                  size: int = 128, seed: int = 0, resume: bool = False, progress: bool = True, cfg=None,
                  init=None, lowpass_expert: bool = True, data: str = "builtin", crop: int = 64,
-                 pixel_mm=(0.6, 2.0)):
+                 pixel_mm=(0.6, 2.0), n_shears: int = 5):
     """Train a :class:`~bayesmri.priors.pogmdm.PoGMDM` with the common trainer; returns the ``Trainer``.
 
     ``init``: safetensors file to warm-start from (:func:`_warm_start`). The export
     ``out_dir/model_ema.safetensors`` + ``.json`` holds the EMA weights. ``data="builtin"``: ``patch``
     crops of whole ``size`` slices; ``"native"``: ``crop`` crops of 1 mm slices at ``pixel_mm``
-    (:class:`NativeCrops`; ``patch`` and ``size`` unused).
+    (:class:`NativeCrops`; ``patch`` and ``size`` unused). ``n_shears``: shears per cone and scale (odd; 5 gives
+    the paper's 21 experts, 9 gives 37); a warm start from a model with fewer shears copies the nearest shear.
     """
     from bayesmri.priors.pogmdm import PoGMDM
     from bayesmri.train import TrainConfig, Trainer
@@ -195,7 +241,7 @@ def train_pogmdm(out_dir, steps: int = 2000, batch_size: int = 16, patch: int = 
         images = builtin_slices("train", size)
         batches = CropBatches(images, patch)
     torch.manual_seed(seed)
-    model = PoGMDM(lowpass_expert=lowpass_expert)
+    model = PoGMDM(lowpass_expert=lowpass_expert, n_shears=n_shears)
     if init is not None and not resume:
         _warm_start(model, init)
     cfg = cfg or TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=0, grad_clip=None,
@@ -245,6 +291,9 @@ def cli_add_arguments(parser) -> None:
     parser.add_argument("--size", type=int, default=128, help="slice size before cropping (default 128)")
     parser.add_argument("--init", default=None, help="safetensors file to warm-start from")
     parser.add_argument("--no-lowpass-expert", action="store_true", help="20 experts, 1578 parameters")
+    parser.add_argument("--n-shears", type=int, default=5,
+                        help="shears per cone and scale, odd (default 5: 21 experts; 9: 37 experts). --init from a "
+                             "model with fewer shears starts each new expert from the nearest shear")
     parser.add_argument("--data", default="builtin", choices=["builtin", "native"],
                         help="builtin: --patch crops of whole --size slices; native: --crop crops of 1 mm MNI slices "
                              "at a pixel size in --pixel-mm with contrast, skull, bias and elastic augmentation "
@@ -259,7 +308,8 @@ def cli_run(args, cfg) -> int:
     data = getattr(args, "data", "builtin")
     trainer = train_pogmdm(args.out, patch=args.patch, size=args.size, resume=args.resume, cfg=cfg, init=args.init,
                            lowpass_expert=not args.no_lowpass_expert, data=data, crop=getattr(args, "crop", 64),
-                           pixel_mm=_parse_range(getattr(args, "pixel_mm", "0.6,2.0")))
+                           pixel_mm=_parse_range(getattr(args, "pixel_mm", "0.6,2.0")),
+                           n_shears=getattr(args, "n_shears", 5))
     res = trainer.fit()
     print(f"done: step {res.step}, loss {res.last_loss:.4g}, {res.steps_per_second:.3g} steps/s; weights {res.export}")
     return 0
