@@ -120,6 +120,11 @@ def remove_stale_temporaries(folder: str | os.PathLike, name: str, *, legacy_age
     return removed
 
 
+#: Suffixes that name a file, not a folder: an output folder with one of them is refused (check_writable).
+FILE_SUFFIXES = frozenset({".h5", ".hdf5", ".mrd", ".npz", ".npy", ".png", ".jpg", ".pdf", ".json", ".cfl", ".hdr",
+                           ".mat", ".nii", ".gz", ".dat", ".txt", ".csv", ".safetensors", ".pt"})
+
+
 def check_writable(path: str | os.PathLike, *, need_bytes: int = 0, folder: bool = True) -> Path:
     """Check, before any compute, that ``path`` (a folder to create or fill) can be written.
 
@@ -134,6 +139,11 @@ def check_writable(path: str | os.PathLike, *, need_bytes: int = 0, folder: bool
     path = Path(path)
     if folder and path.exists() and not path.is_dir():
         raise ValueError(f"output path {path} exists and is not a folder")
+    if folder and not path.exists() and path.suffix.lower() in FILE_SUFFIXES:
+        # 'recon x.h5 --out pula.h5' would otherwise create a folder named pula.h5
+        raise ValueError(f"--out is an output folder (it receives the .h5 results, metrics.json and figures), but "
+                         f"{path} has the file suffix {path.suffix!r}: name a folder such as {path.with_suffix('')}, "
+                         "or create the folder first if that name is meant")
     parent = path.parent
     for up in [parent, *parent.parents]:
         if up.exists():

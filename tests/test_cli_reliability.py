@@ -149,6 +149,20 @@ def test_unwritable_out_fails_before_the_compute(data, tmp_path, bad):
     assert time.perf_counter() - t0 < 30
 
 
+def test_out_with_a_file_suffix_is_refused_before_the_compute(data, tmp_path):
+    d, four = data
+    out = tmp_path / "pula.h5"
+    r = cli("recon", four, "--method", "pula", "--samples", "4", "--out", out)
+    one_line_error(r, "output folder", str(out), "'.h5'", str(tmp_path / "pula"))
+    assert "recon pula" not in r.stderr and not out.exists()
+    # a folder of that name made on purpose is taken
+    from bayesmri import io
+
+    out.mkdir()
+    assert io.check_writable(out) == out
+    assert io.check_writable(tmp_path / "run.v2") == tmp_path / "run.v2"  # an unknown suffix is a folder name
+
+
 def test_nothing_written_when_the_method_fails(data, tmp_path):
     d, four = data
     out = tmp_path / "out"
