@@ -106,4 +106,4 @@ sense_method = _register_regularised("sense", "CG-SENSE with Tikhonov weight lam
                                      degree=2)
 tv_method = _register_regularised("tv", "total-variation regularised least squares (deterministic)", "tv_recon")
 l1wav_method = _register_regularised("l1wav", "l1-wavelet regularised least squares (deterministic)",
-                                     "l1_wavelet_recon", frozenset({"wavelet", "level"}))
+                                     "l1_wavelet_recon", frozenset({"wavelet", "level", "average_last"}))

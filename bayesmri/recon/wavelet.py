@@ -53,6 +53,7 @@ def l1_wavelet_recon(
     monotone: bool = True,
     random_shift: bool = True,
     generator=0,
+    average_last: int = 0,
     step: float | None = None,
     x0: torch.Tensor | None = None,
     progress: bool = False,
@@ -83,6 +84,12 @@ def l1_wavelet_recon(
         it to False to minimise the fixed objective (e.g. to check convergence).
     generator : torch.Generator or int, optional
         Randomness of the shifts (default: seed 0, so results are reproducible).
+    average_last : int
+        Return the mean of the last ``average_last`` iterates instead of the last one (0, the default,
+        BART's behaviour). With cycle spinning every iterate is one draw of random shifts, so the last
+        one varies with the seed; averaging the last 50 of 200 iterates halved the seed-to-seed spread
+        (0.59 -> 0.21 dB at 128 px, 1.53 -> 0.76 dB at 320 px, 4 seeds) at the same or slightly higher
+        mean PSNR (+0.0 / +0.1 dB at the best lambda; docs/speed.md). Must not exceed ``max_iter``.
     step : float, optional
         Gradient step; default ``1 / ||A||^2`` with ``||A||^2`` from 30 power iterations
         (:meth:`LinearOperator.compute_norm`), enlarged by 5% against their underestimate.
@@ -106,6 +113,9 @@ def l1_wavelet_recon(
         # both (BART's pics steps 0.95 / its 30-iteration estimate likewise). docs/speed.md.
         step = 1.0 / (1.05 * op.compute_norm(n_iter=30, tol=1e-5, generator=0))
     step = _check_positive(step, "step", allow_zero=False)
+    if isinstance(average_last, bool) or int(average_last) != average_last or not 0 <= average_last <= max_iter:
+        raise ValueError(f"average_last must be an integer in [0, max_iter={max_iter}], got {average_last!r}")
+    average_last = int(average_last)
     aty = op.A_adjoint(y)
     W = WaveletTransform(tuple(aty.shape[-2:]), wavelet, level)
     g = as_generator(generator)
@@ -134,6 +144,7 @@ def l1_wavelet_recon(
     t = 1.0
     F_x = l1_wavelet_objective(op, y, x, lam, W) if monotone else None
     bshape = (-1,) + (1,) * (x.ndim - 1)
+    total = None
 
     for it in iterate(max_iter, progress, "l1-wavelet (FISTA)"):
         z, l1_z = prox(v - step * (op.normal(v) - aty))
@@ -148,6 +159,8 @@ def l1_wavelet_recon(
             x_new = z
             v = z + ((t - 1.0) / t_new) * (z - x)
         x, t = x_new, t_new
+        if it >= max_iter - average_last:
+            total = x.clone() if total is None else total.add_(x)
         if callback is not None:
             callback(it, x)
-    return x
+    return x if average_last == 0 else total / average_last
