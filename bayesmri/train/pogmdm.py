@@ -181,6 +181,8 @@ def _warm_start(model, path) -> None:
     if "gamma" in src and src["gamma"].shape[0] != len(src_keys):
         raise ValueError(f"cannot warm-start from {path}: {src['gamma'].shape[0]} experts do not match "
                          f"n_shears={src_ns}")
+    if "w_half" in src and src["w_half"].shape[1:] != model.w_half.shape[1:]:
+        raise ValueError(f"cannot warm-start w_half: shape {tuple(src['w_half'].shape)} vs {tuple(model.w_half.shape)}")
     # destination expert -> (source expert, whether it is the same filter)
     mapping = []
     for key in dst_keys:
@@ -203,9 +205,6 @@ def _warm_start(model, path) -> None:
             if i is None:
                 continue
             if "w_half" in src:
-                if src["w_half"].shape[1:] != model.w_half.shape[1:]:
-                    raise ValueError(f"cannot warm-start w_half: shape {tuple(src['w_half'].shape)} vs "
-                                     f"{tuple(model.w_half.shape)}")
                 model.w_half[j].copy_(src["w_half"][i])
             if "gamma" in src:
                 g = float(src["gamma"][i])
